@@ -1,0 +1,90 @@
+"""All configuration, from the environment (prefix ``MGW_``) or a ``.env`` file.
+
+One ``Settings`` object is built at the edge (CLI, app factory) and passed down explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from analysis.costs import PriceTable
+from workers.engines.base import EngineSpec
+from workers.engines.bundled_model import BUNDLED_MODEL
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "minions-gateway"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MGW_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+
+    # The local engine: in-process vLLM by default, or any OpenAI-compatible server.
+    local_engine: Literal["vllm", "openai"] = "vllm"
+    local_model: str = Field(
+        default=BUNDLED_MODEL,
+        description=f"{BUNDLED_MODEL!r} (bundled, no download), a local path, or a hub id",
+    )
+    local_base_url: str | None = None
+    local_api_key: SecretStr | None = None
+    local_max_model_len: Annotated[int, Field(gt=0)] = 8192
+    local_max_num_seqs: Annotated[int, Field(gt=0)] = 64
+
+    # The remote engine. Unset, the local engine stands in for it, and every response says so.
+    remote_base_url: str | None = None
+    remote_model: str = "gpt-4o-mini"
+    remote_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("MGW_REMOTE_API_KEY", "OPENAI_API_KEY")
+    )
+    remote_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    remote_max_retries: Annotated[int, Field(ge=0)] = 3
+    remote_max_concurrency: Annotated[int, Field(gt=0)] = 16
+
+    price_table: Path | None = Field(default=None, description="TOML file overriding prices")
+
+    @property
+    def remote_configured(self) -> bool:
+        return self.remote_api_key is not None or self.remote_base_url is not None
+
+    def local_engine_spec(self) -> EngineSpec:
+        return EngineSpec(
+            kind=self.local_engine,
+            model=self.local_model,
+            base_url=self.local_base_url,
+            api_key=_secret(self.local_api_key),
+            options={
+                "max_model_len": self.local_max_model_len,
+                "max_num_seqs": self.local_max_num_seqs,
+                "data_dir": self.data_dir,
+            },
+        )
+
+    def remote_engine_spec(self) -> EngineSpec | None:
+        if not self.remote_configured:
+            return None
+        return EngineSpec(
+            kind="openai",
+            model=self.remote_model,
+            base_url=self.remote_base_url,
+            api_key=_secret(self.remote_api_key),
+            options={
+                "timeout_s": self.remote_timeout_s,
+                "max_retries": self.remote_max_retries,
+                "max_concurrency": self.remote_max_concurrency,
+            },
+        )
+
+    def prices(self) -> PriceTable:
+        return PriceTable.load(self.price_table)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None

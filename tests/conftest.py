@@ -1,0 +1,52 @@
+"""Shared fixtures. The real local model is loaded once per test session (``local_engine``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The converted bundled model is cached across test runs (conversion takes ~25 s).
+MODEL_CACHE_DIR = Path(os.environ.get("MGW_TEST_DATA_DIR", REPO_ROOT / ".mgw" / "test-data"))
+
+# Environment a developer may have set must not leak into tests.
+for _name in list(os.environ):
+    if _name.startswith("MGW_") and _name not in {"MGW_TEST_REDIS_URL", "MGW_TEST_DATA_DIR"}:
+        del os.environ[_name]
+os.environ.pop("OPENAI_API_KEY", None)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Factory: Settings isolated from the environment, with a temporary data dir."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"data_dir": tmp_path / "data", **overrides}
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    from workers.engines.bundled_model import ensure_bundled_model
+
+    return ensure_bundled_model(MODEL_CACHE_DIR)
+
+
+@pytest.fixture(scope="session")
+async def local_engine(model_dir: Path) -> AsyncIterator[Any]:
+    """The real bundled model in vLLM, shared by every test of the session."""
+    from workers.engines.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine.start(
+        str(model_dir), model_name="smollm2-135m-instruct", max_model_len=8192
+    )
+    yield engine
+    await engine.aclose()

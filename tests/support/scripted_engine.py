@@ -1,0 +1,100 @@
+"""A deterministic scripted engine for fast protocol tests.
+
+It lives under tests/ only and is never a production default.
+
+Rules are tried in order against the concatenated message contents; the first whose regex matches
+produces the reply (a string, or a function of the request). Token counts are whitespace words so
+tests can compute expected usage by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from analysis.costs import Usage
+from workers.engines.base import Engine, FinishReason, GenerationRequest, GenerationResult
+from workers.engines.errors import EngineError
+
+Reply = str | Callable[[GenerationRequest], str]
+
+
+@dataclass
+class Rule:
+    pattern: str
+    reply: Reply
+    role: str | None = None  # match only messages of this role, when set
+    compiled: re.Pattern[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.compiled = re.compile(self.pattern, re.DOTALL)
+
+
+class ScriptedEngine(Engine):
+    kind = "scripted"
+    supports_json_schema = True
+    supports_score = True
+
+    def __init__(
+        self,
+        rules: Sequence[Rule | tuple[str, Reply]] = (),
+        *,
+        default: Reply = "ok",
+        model: str = "scripted",
+        context_window: int = 4096,
+        fail_on: str | None = None,
+    ) -> None:
+        super().__init__(model=model, context_window=context_window)
+        self.rules = [r if isinstance(r, Rule) else Rule(r[0], r[1]) for r in rules]
+        self.default = default
+        self.fail_on = fail_on
+        self.calls: list[GenerationRequest] = []
+        self.batches: list[int] = []
+        self.closed = False
+
+    @staticmethod
+    def words(text: str) -> int:
+        return len(text.split())
+
+    def count_tokens(self, text: str) -> int:
+        return self.words(text)
+
+    def reply_for(self, request: GenerationRequest) -> str:
+        for rule in self.rules:
+            text = "\n".join(m.content for m in request.messages if rule.role in (None, m.role))
+            if rule.compiled.search(text):
+                return rule.reply(request) if callable(rule.reply) else rule.reply
+        return self.default(request) if callable(self.default) else self.default
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        self.batches.append(len(requests))
+        results = []
+        for request in requests:
+            self.calls.append(request)
+            prompt = "\n".join(m.content for m in request.messages)
+            if self.fail_on is not None and self.fail_on in prompt:
+                raise EngineError(f"scripted failure on {self.fail_on!r}")
+            text = self.reply_for(request)
+            words = text.split()
+            finish: FinishReason = "length" if len(words) > request.max_tokens else "stop"
+            text = " ".join(words[: request.max_tokens]) if finish == "length" else text
+            usage = Usage(
+                prompt_tokens=self.words(prompt),
+                completion_tokens=min(len(words), request.max_tokens),
+            )
+            results.append(
+                GenerationResult(text=text, finish_reason=finish, usage=usage, model=self.model)
+            )
+        return results
+
+    async def score(self, prefix: str, continuations: Sequence[str]) -> list[float]:
+        # log p(z|x): each continuation word found in the prefix costs little, others a lot.
+        prefix_words = set(prefix.split())
+        return [
+            sum(-0.1 if word in prefix_words else -5.0 for word in continuation.split())
+            for continuation in continuations
+        ]
+
+    async def aclose(self) -> None:
+        self.closed = True
