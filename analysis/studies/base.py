@@ -99,11 +99,12 @@ def run_study(
 
     module = (module_loader or load_study)(name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device_name = describe_device(params.device)
+    describe_device(params.device)  # fail fast on a missing CUDA device, before any work
     started = time.perf_counter()
     result = module.run(params, progress, out_dir)
     result.seconds = time.perf_counter() - started
-    result.device_name = device_name
+    # Described after the run: studies may change torch's thread count while they run.
+    result.device_name = describe_device(params.device)
     (out_dir / "result.json").write_text(json.dumps(result.model_dump(mode="json"), indent=2))
     logger.info("study %s finished in %.1f s; result in %s", name, result.seconds, out_dir)
     return result
