@@ -1,0 +1,81 @@
+"""Test-only launcher: a queue ``Worker`` around the scripted engine, as its own process.
+
+    python -m support.queue_worker --redis-url URL --name NAME [--pool P] [--batch N]
+        [--delay SECONDS] [--fail-on TEXT] [--crash-on TEXT] [--timing JSON]
+
+The engine echoes the last message (``echo <text>``), so every result can be checked against
+its job. ``--delay`` makes each engine call take that long (to be killed while holding jobs);
+``--fail-on`` raises an ``EngineError`` on prompts containing TEXT (a poison job);
+``--crash-on`` kills the process on them (a poison job that takes its worker down).
+Product code never imports this (``minions-gw worker`` builds real engines only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from support.scripted_engine import ScriptedEngine
+from workers.engines.base import GenerationRequest, GenerationResult
+from workers.queue.jobs import QueueTiming
+from workers.worker import Worker, run_until_signalled
+
+CRASH_EXIT_CODE = 70
+
+
+def echo(request: GenerationRequest) -> str:
+    return f"echo {request.messages[-1].content}"
+
+
+class SlowScriptedEngine(ScriptedEngine):
+    def __init__(self, delay_s: float, crash_on: str | None, **options: object) -> None:
+        super().__init__(default=echo, **options)  # type: ignore[arg-type]
+        self.delay_s = delay_s
+        self.crash_on = crash_on
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        if self.crash_on is not None and any(
+            self.crash_on in m.content for r in requests for m in r.messages
+        ):
+            logging.getLogger(__name__).error("crashing on purpose (%r)", self.crash_on)
+            os._exit(CRASH_EXIT_CODE)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return await super().generate(requests)
+
+
+async def main(args: argparse.Namespace) -> None:
+    engine = SlowScriptedEngine(args.delay, args.crash_on, fail_on=args.fail_on)
+    redis = aioredis.Redis.from_url(args.redis_url, decode_responses=True)
+    timing = QueueTiming(**json.loads(args.timing))
+    worker = Worker(
+        redis, engine, pool=args.pool, batch=args.batch, consumer_name=args.name, timing=timing
+    )
+    try:
+        await run_until_signalled(worker)
+    finally:
+        await redis.aclose()
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--pool", default="default")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--fail-on", default=None)
+    parser.add_argument("--crash-on", default=None)
+    parser.add_argument("--timing", default="{}", help="QueueTiming fields as JSON")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    asyncio.run(main(parse()))
