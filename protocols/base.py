@@ -1,0 +1,252 @@
+"""What the four protocols share: construction, options, the run state, and building the Result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from analysis.costs import PriceTable
+from protocols.accounting import Events, EventSink, Recorder
+from protocols.chunking import Chunk, chunk_documents, fit_chunk_tokens
+from protocols.result import (
+    CostReport,
+    DocumentStats,
+    ProtocolName,
+    Result,
+    RoundRecord,
+    Timings,
+    TokenCounts,
+    UsageReport,
+)
+from protocols.task import Document, Options, Task
+from workers.engines.base import Engine, GenerationRequest, GenerationResult
+from workers.engines.errors import EngineError
+
+logger = logging.getLogger(__name__)
+
+# Chat templates add role markers around every message; this covers them with room to spare.
+CHAT_TEMPLATE_MARGIN = 64
+# A token is rarely longer than this many characters, so longer texts cannot fit: it lets us skip
+# tokenizing a huge document just to learn that it does not fit.
+_MAX_CHARS_PER_TOKEN = 16
+
+
+class ContextOverflowError(ValueError):
+    """The prompt does not fit the engine's context window."""
+
+
+@dataclass
+class RunState:
+    """Everything one ``run`` accumulates on its way to a Result."""
+
+    task: Task
+    options: Options
+    recorder: Recorder
+    events: Events
+    started: float = field(default_factory=time.perf_counter)
+    rounds: list[RoundRecord] = field(default_factory=list)
+    compressions: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    stats: DocumentStats | None = None
+
+    def warn(self, message: str) -> None:
+        logger.warning("%s", message)
+        self.warnings.append(message)
+
+    def new_round(self, number: int) -> RoundRecord:
+        record = RoundRecord(round=number)
+        self.rounds.append(record)
+        return record
+
+
+class Protocol(ABC):
+    """A protocol: constructed with engines, prices and config (``Options`` fields), it answers
+    tasks with ``await protocol.run(task)``."""
+
+    name: ClassVar[ProtocolName]
+
+    def __init__(
+        self,
+        local: Engine,
+        remote: Engine,
+        prices: PriceTable,
+        *,
+        remote_stand_in: bool | None = None,
+        **config: Any,
+    ) -> None:
+        self.local = local
+        self.remote = remote
+        self.prices = prices
+        self.remote_stand_in = remote is local if remote_stand_in is None else remote_stand_in
+        self.options = Options(**config)  # unknown or invalid config: ValueError naming the field
+
+    async def run(self, task: Task, events: EventSink | None = None) -> Result:
+        if not isinstance(task, Task):
+            task = Task.model_validate(task)
+        state = RunState(
+            task=task,
+            options=self.options.merged(task.options),
+            recorder=Recorder(self.local, self.remote, self.prices, Events(events)),
+            events=Events(events),
+        )
+        state.stats = DocumentStats(documents=len(task.documents), pages=task.page_count)
+        answer = await self._run(state)
+        result = self._result(state, answer)
+        await state.events.emit(
+            "final",
+            {
+                "answer": result.answer,
+                "usage": result.usage.model_dump(exclude={"remote_calls", "local_calls"}),
+                "cost_usd": result.cost_usd.model_dump(),
+                "warnings": result.warnings,
+            },
+        )
+        return result
+
+    @abstractmethod
+    async def _run(self, state: RunState) -> str:
+        """Run the protocol and return the answer; rounds and warnings go into ``state``."""
+
+    # Helpers the protocols share.
+
+    async def local_chunks(self, state: RunState, reserved_tokens: int) -> list[Chunk]:
+        """The documents chunked so one chunk plus ``reserved_tokens`` fits the local context."""
+        options = state.options
+        size = fit_chunk_tokens(
+            options.chunk_tokens,
+            self.local.context_window,
+            reserved_tokens + CHAT_TEMPLATE_MARGIN,
+        )
+        if size < options.chunk_tokens:
+            state.warn(
+                f"chunk_tokens lowered from {options.chunk_tokens} to {size} to fit the local "
+                f"context window ({self.local.context_window} tokens)"
+            )
+        # Tokenizing megabytes takes seconds: off the event loop, so a gateway keeps serving.
+        chunks = await asyncio.to_thread(
+            chunk_documents,
+            state.task.documents,
+            count_tokens=self.local.count_tokens,
+            strategy=options.chunking,
+            chunk_tokens=size,
+            overlap_tokens=min(options.chunk_overlap, size // 2),
+        )
+        state.stats = DocumentStats(
+            documents=len(state.task.documents),
+            pages=state.task.page_count,
+            chunks=len(chunks),
+            chunk_tokens=size,
+            chunking=options.chunking,
+        )
+        return chunks
+
+    async def local_batches(
+        self, state: RunState, purpose: str, requests: list[GenerationRequest], *, round: int
+    ) -> list[GenerationResult | None]:
+        """Run local requests in batches of ``job_concurrency``, in order. A batch the engine
+        fails on yields ``None`` for each of its requests (the caller counts them as dropped):
+        one failed batch must not sink the round."""
+        results: list[GenerationResult | None] = []
+        size = state.options.job_concurrency
+        for start in range(0, len(requests), size):
+            batch = requests[start : start + size]
+            try:
+                results.extend(await state.recorder.generate("local", purpose, batch, round=round))
+            except (EngineError, ValueError) as exc:  # ValueError: vLLM rejects a too-long prompt
+                state.warn(
+                    f"round {round}: the local engine failed on {len(batch)} requests: {exc}"
+                )
+                results.extend([None] * len(batch))
+            await state.events.emit(
+                "jobs_progress", {"round": round, "done": len(results), "total": len(requests)}
+            )
+        return results
+
+    @staticmethod
+    def fits(engine: Engine, text: str, reply_tokens: int) -> bool:
+        """Whether a prompt of ``text`` plus a reply of ``reply_tokens`` fits ``engine``."""
+        budget = engine.context_window - reply_tokens - CHAT_TEMPLATE_MARGIN
+        if len(text) > budget * _MAX_CHARS_PER_TOKEN:
+            return False
+        return engine.count_tokens(text) <= budget
+
+    def _result(self, state: RunState, answer: str) -> Result:
+        recorder = state.recorder
+        remote_priced = self.prices.has_price(self.remote.model)
+        remote_calls = recorder.records("remote")
+        if self.remote_stand_in:
+            state.warn(
+                "remote_stand_in: no remote model is configured; the local model played the "
+                "remote, so remote usage is counted but costs nothing"
+            )
+        elif remote_calls and not remote_priced:
+            state.warn(
+                f"remote model {self.remote.model!r} has no price in the price table; "
+                "its cost is reported as 0"
+            )
+        remote_cost = recorder.cost("remote")
+        local_cost = recorder.cost("local")
+        return Result(
+            answer=answer.strip(),
+            protocol=self.name,
+            local_model=self.local.model,
+            remote_model=self.remote.model,
+            remote_stand_in=self.remote_stand_in,
+            rounds=state.rounds,
+            usage=UsageReport(
+                local=TokenCounts.of(recorder.usage("local")),
+                remote=TokenCounts.of(recorder.usage("remote")),
+                local_requests=recorder.requests("local"),
+                remote_requests=recorder.requests("remote"),
+                remote_calls=remote_calls,
+                local_calls=recorder.records("local"),
+            ),
+            cost_usd=CostReport(
+                remote=remote_cost,
+                local=local_cost,
+                total=remote_cost + local_cost,
+                remote_priced=remote_priced,
+            ),
+            timings=Timings(
+                local_s=recorder.seconds("local"),
+                remote_s=recorder.seconds("remote"),
+                total_s=time.perf_counter() - state.started,
+            ),
+            compressions=state.compressions,
+            warnings=state.warnings,
+            stats=state.stats or DocumentStats(documents=0, pages=0),
+        )
+
+
+def render_documents(documents: tuple[Document, ...] | list[Document]) -> str:
+    return "\n\n".join(
+        f'<document name="{_attribute(document.name)}">\n{neutralize(document.text)}\n</document>'
+        for document in documents
+    )
+
+
+def render_metadata(metadata: dict[str, Any], documents: tuple[Document, ...] = ()) -> str:
+    """Task and document metadata as one compact line, or "" when there is none."""
+    merged: dict[str, Any] = dict(metadata)
+    for document in documents:
+        if document.metadata:
+            merged[f"document {document.name}"] = document.metadata
+    return f"Metadata: {json.dumps(merged, ensure_ascii=False)}" if merged else ""
+
+
+def chunk_source(chunk: Chunk) -> str:
+    return f"{_attribute(chunk.document_name)}, chunk {chunk.id}, {chunk.pages_label}"
+
+
+def _attribute(text: str) -> str:
+    return text.replace('"', "'").replace("\n", " ")
+
+
+def neutralize(text: str) -> str:
+    # A document must not be able to close its own delimiter and pose as the prompt around it.
+    return text.replace("</document>", "</ document>").replace("</excerpt>", "</ excerpt>")

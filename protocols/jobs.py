@@ -1,0 +1,216 @@
+"""MinionS jobs: from a validated plan to local requests, from local replies to findings.
+
+A job is one (task, chunk, sample). Everything a job can go wrong with (truncated, unparseable,
+no answer, engine failure, prompt too long) ends as a counted drop reason, never an exception.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from protocols import prompts
+from protocols.base import CHAT_TEMPLATE_MARGIN, chunk_source, neutralize
+from protocols.chunking import Chunk
+from protocols.plans import JobOutput, JobPlan, KeywordSelection, job_output_schema, normalize
+from protocols.result import JobCounts, LocalOutput
+from protocols.retrieval import ChunkRetriever
+from protocols.structured import parse_reply
+from protocols.task import Options
+from workers.engines.base import Engine, GenerationRequest, GenerationResult
+
+# Finding fields are clipped to this many characters before they cross to the remote.
+_FIELD_CHARS = 400
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    task_index: int
+    chunk_id: int
+    sample: int
+
+
+@dataclass
+class JobBatch:
+    """The jobs of one round and their requests (same order), plus what did not make it."""
+
+    jobs: list[Job] = field(default_factory=list)
+    requests: list[GenerationRequest] = field(default_factory=list)
+    counts: JobCounts = field(default_factory=lambda: JobCounts(planned=0))
+    warnings: list[str] = field(default_factory=list)
+
+
+def select_chunks(
+    plan: JobPlan, chunks: Sequence[Chunk], retriever: Callable[[], ChunkRetriever]
+) -> tuple[list[list[int]], list[str]]:
+    """Chunk ids for each planned task. ``retriever`` builds the BM25 index on first need."""
+    selected: list[list[int]] = []
+    warnings: list[str] = []
+    for index, planned in enumerate(plan.tasks):
+        selection = planned.chunks
+        if selection == "all":
+            selected.append([chunk.id for chunk in chunks])
+        elif isinstance(selection, KeywordSelection):
+            ids = retriever().top_k(selection.keywords, selection.top_k)
+            if not ids:
+                warnings.append(
+                    f"task {index + 1}: no chunk contains any of the keywords "
+                    f"{selection.keywords}; the task ran over all chunks"
+                )
+                ids = [chunk.id for chunk in chunks]
+            selected.append(ids)
+        else:
+            selected.append(list(selection))
+    return selected, warnings
+
+
+def build_jobs(
+    plan: JobPlan,
+    chunks: Sequence[Chunk],
+    selected: list[list[int]],
+    options: Options,
+    local: Engine,
+) -> JobBatch:
+    batch = JobBatch()
+    per_task = [
+        [
+            Job(task_index, chunk_id, sample)
+            for chunk_id in ids
+            for sample in range(options.samples_per_job)
+        ]
+        for task_index, ids in enumerate(selected)
+    ]
+    planned = sum(len(jobs) for jobs in per_task)
+    # Round-robin across tasks so that, when the cap bites, every task still gets its share.
+    interleaved = [job for group in itertools.zip_longest(*per_task) for job in group if job]
+    capped = sorted(
+        interleaved[: options.max_jobs_per_round],
+        key=lambda j: (j.task_index, j.chunk_id, j.sample),
+    )
+    counts = JobCounts(planned=planned, skipped=planned - len(capped))
+    if counts.skipped:
+        batch.warnings.append(
+            f"{counts.skipped} of {planned} jobs skipped: over max_jobs_per_round "
+            f"({options.max_jobs_per_round})"
+        )
+    if options.samples_per_job > 1 and options.temperature == 0:
+        batch.warnings.append("samples_per_job > 1 at temperature 0 repeats identical samples")
+    schema = job_output_schema(options.job_max_tokens) if local.supports_json_schema else None
+    budget = local.context_window - options.job_max_tokens - CHAT_TEMPLATE_MARGIN
+    frame_tokens: dict[tuple[int, int], int] = {}
+    too_long = 0
+    for job in capped:
+        chunk = chunks[job.chunk_id]
+        planned_task = plan.tasks[job.task_index]
+        values = {
+            "source": chunk_source(chunk),
+            "task": planned_task.task,
+            "advice": f"Advice: {planned_task.advice}" if planned_task.advice.strip() else "",
+        }
+        key = (job.task_index, chunk.document_index)
+        if key not in frame_tokens:
+            frame_tokens[key] = local.count_tokens(
+                prompts.render("minions_job", chunk="", **values)
+            )
+        if frame_tokens[key] + chunk.tokens > budget:
+            too_long += 1
+            continue
+        batch.jobs.append(job)
+        batch.requests.append(
+            GenerationRequest.from_prompt(
+                prompts.render("minions_job", chunk=neutralize(chunk.text), **values),
+                max_tokens=options.job_max_tokens,
+                temperature=options.temperature,
+                seed=options.seed + job.sample,
+                json_schema=schema,
+            )
+        )
+    if too_long:
+        counts.dropped["too_long"] = too_long
+        batch.warnings.append(f"{too_long} jobs dropped: prompt longer than the local context")
+    batch.counts = counts
+    return batch
+
+
+def judge(job: Job, result: GenerationResult | None) -> tuple[LocalOutput | None, str | None]:
+    """A job's kept output, or the reason it was dropped."""
+    if result is None or result.finish_reason in ("abort", "error"):
+        return None, "engine_error"
+    if result.finish_reason == "length":
+        return None, "truncated"
+    try:
+        output = parse_reply(result.text, JobOutput)
+    except ValueError:
+        return None, "unparseable"
+    if not output.has_answer:
+        return None, "no_answer"
+    return (
+        LocalOutput(
+            task_index=job.task_index,
+            chunk_id=job.chunk_id,
+            sample=job.sample,
+            answer=output.answer,
+            explanation=output.explanation,
+            citation=output.citation,
+        ),
+        None,
+    )
+
+
+def findings_lines(
+    plan: JobPlan, outputs: Sequence[LocalOutput], chunks: Sequence[Chunk]
+) -> list[str]:
+    """Kept outputs grouped by task, identical findings merged with the chunks they came from."""
+    lines: list[str] = []
+    for task_index, planned in enumerate(plan.tasks):
+        merged: dict[tuple[str, str], tuple[LocalOutput, list[int]]] = {}
+        for output in outputs:
+            if output.task_index != task_index or output.chunk_id is None:
+                continue
+            key = (normalize(output.answer or ""), normalize(output.citation or ""))
+            if key in merged:
+                if output.chunk_id not in merged[key][1]:
+                    merged[key][1].append(output.chunk_id)
+            else:
+                merged[key] = (output, [output.chunk_id])
+        lines.append(f"Task {task_index + 1}: {_clip(planned.task)}")
+        if not merged:
+            lines.append("- no assistant found anything")
+        for output, chunk_ids in merged.values():
+            if len(chunk_ids) == 1:
+                where = chunk_source(chunks[chunk_ids[0]])
+            else:  # the same finding from several chunks: ids only, the remote knows the layout
+                where = "chunks " + ", ".join(str(chunk_id) for chunk_id in chunk_ids[:10])
+                if len(chunk_ids) > 10:
+                    where += f" and {len(chunk_ids) - 10} more"
+            parts = [f"answer: {_clip(output.answer or '')}"]
+            if output.citation:
+                parts.append(f'citation: "{_clip(output.citation)}"')
+            if output.explanation:
+                parts.append(f"explanation: {_clip(output.explanation)}")
+            lines.append(f"- [{where}] " + " | ".join(parts))
+    return lines
+
+
+def fit_lines(
+    lines: list[str], budget_tokens: int, count_tokens: Callable[[str], int]
+) -> tuple[str, int]:
+    """As many lines as fit ``budget_tokens``, and how many were left out."""
+    kept: list[str] = []
+    used = 0
+    for line in lines:
+        tokens = count_tokens(line) + 1
+        if used + tokens > budget_tokens:
+            break
+        kept.append(line)
+        used += tokens
+    left_out = len(lines) - len(kept)
+    if left_out:
+        kept.append(f"({left_out} more findings left out to fit the context)")
+    return "\n".join(kept), left_out
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _FIELD_CHARS else text[: _FIELD_CHARS - 3] + "..."

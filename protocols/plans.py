@@ -1,0 +1,213 @@
+"""The JSON shapes models must answer in: MinionS job plans, local job outputs, remote decisions.
+
+The remote model only ever returns data validated here. It never writes code the gateway runs:
+a plan is a list of (task, advice, chunk selection) records, nothing more. Unknown fields are
+rejected and every string and list has a length limit, so a plan cannot smuggle in instructions
+for the gateway or blow up the job count.
+
+Plans are validated with a context: ``JobPlan.model_validate(data, context={"chunk_count": n,
+"max_tasks": k})`` checks chunk ids against the document and the task count against K.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+MAX_PLAN_TASKS = 32
+MAX_CHUNK_IDS = 1024
+MAX_KEYWORDS = 16
+MAX_TOP_K = 64
+
+Keyword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
+Decision = Literal["final_answer", "request_more"]
+
+
+class KeywordSelection(BaseModel):
+    """Pick the ``top_k`` chunks that BM25 ranks best for ``keywords``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keywords: list[Keyword] = Field(min_length=1, max_length=MAX_KEYWORDS)
+    top_k: int = Field(default=3, ge=1, le=MAX_TOP_K)
+
+
+ChunkSelection = (
+    Literal["all"]
+    | Annotated[list[NonNegativeInt], Field(min_length=1, max_length=MAX_CHUNK_IDS)]
+    | KeywordSelection
+)
+
+
+class PlannedTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, max_length=1000)
+    advice: str = Field(default="", max_length=1000)
+    chunks: ChunkSelection = "all"
+
+    @field_validator("chunks")
+    @classmethod
+    def _chunk_ids_exist(cls, chunks: ChunkSelection, info: ValidationInfo) -> ChunkSelection:
+        chunk_count = (info.context or {}).get("chunk_count")
+        if isinstance(chunks, list):
+            if chunk_count is not None:
+                outside = [chunk_id for chunk_id in chunks if chunk_id >= chunk_count]
+                if outside:
+                    raise ValueError(
+                        f"chunk id {outside[0]} is out of range: the documents have "
+                        f"{chunk_count} chunks, ids 0 to {chunk_count - 1}"
+                    )
+            return list(dict.fromkeys(chunks))  # drop repeats, keep order
+        return chunks
+
+
+class JobPlan(BaseModel):
+    """What the remote asks the local model to do in one MinionS round."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[PlannedTask] = Field(min_length=1, max_length=MAX_PLAN_TASKS)
+
+    @field_validator("tasks")
+    @classmethod
+    def _at_most_k(cls, tasks: list[PlannedTask], info: ValidationInfo) -> list[PlannedTask]:
+        max_tasks = (info.context or {}).get("max_tasks")
+        if max_tasks is not None and len(tasks) > max_tasks:
+            raise ValueError(f"the plan has {len(tasks)} tasks; at most {max_tasks} are allowed")
+        return tasks
+
+    @classmethod
+    def default(cls, question: str) -> JobPlan:
+        """The fallback plan: the question itself, over every chunk."""
+        return cls(tasks=[PlannedTask(task=question[:1000], advice="", chunks="all")])
+
+
+class JobOutput(BaseModel):
+    """What one local job returns. ``answer`` null (or "none") means the chunk had nothing."""
+
+    # The small local model may add a stray field; that is no reason to throw its work away.
+    model_config = ConfigDict(extra="ignore")
+
+    # Short limits on purpose: as structured-output constraints they also keep a rambling small
+    # model from running into max_tokens (a truncated job is dropped).
+    explanation: str = Field(default="", max_length=400)
+    citation: str | None = Field(default=None, max_length=400)
+    answer: str | None = Field(max_length=400)
+
+    @property
+    def has_answer(self) -> bool:
+        return self.answer is not None and not is_empty_answer(self.answer)
+
+
+class AggregateDecision(BaseModel):
+    """The remote's verdict after reading a round's local findings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Decision
+    answer: str | None = Field(default=None, max_length=8000)
+    scratchpad: str = Field(default="", max_length=4000)
+    feedback: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _answer_when_final(self) -> AggregateDecision:
+        if self.decision == "final_answer" and not (self.answer or "").strip():
+            raise ValueError("answer: required when decision is final_answer")
+        return self
+
+
+class FinalAggregateDecision(AggregateDecision):
+    """The last round's shape: only a final answer is accepted (and the schema requires it)."""
+
+    decision: Literal["final_answer"]
+    answer: str = Field(min_length=1, max_length=8000)
+
+
+class ChatDecision(BaseModel):
+    """Minion: the remote answers, or writes the next message to the local worker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Decision
+    answer: str | None = Field(default=None, max_length=8000)
+    message: str | None = Field(default=None, max_length=4000)
+
+    @model_validator(mode="after")
+    def _payload_present(self) -> ChatDecision:
+        if self.decision == "final_answer" and not (self.answer or "").strip():
+            raise ValueError("answer: required when decision is final_answer")
+        if self.decision == "request_more" and not (self.message or "").strip():
+            raise ValueError("message: required when decision is request_more")
+        return self
+
+
+class FinalChatDecision(ChatDecision):
+    decision: Literal["final_answer"]
+    answer: str = Field(min_length=1, max_length=8000)
+
+
+_EMPTY_ANSWERS = {"", "none", "null", "n/a", "na", "nothing", "unknown", "not found", "no answer"}
+
+
+def normalize(text: str) -> str:
+    return " ".join(text.lower().strip().strip(".").split())
+
+
+def is_empty_answer(text: str) -> bool:
+    """Whether a local reply means "nothing here" (null, "none", "NONE.", "Not found", ...)."""
+    # Quotes, markdown and ellipses around the word do not count ("*None*", "...").
+    return normalize(text).strip("\"'*`.… ") in _EMPTY_ANSWERS
+
+
+# Sizing the job schema: JSON syntax takes about this many tokens, and English text (even
+# repetitive) averages at least this many characters per token.
+_JOB_SYNTAX_TOKENS = 24
+_CHARS_PER_TOKEN = 3
+_JOB_FIELD_SHARES = {"explanation": 0.4, "citation": 0.35, "answer": 0.25}
+
+
+def job_output_schema(max_tokens: int) -> dict[str, Any]:
+    """The structured-output schema for a local job, with string limits sized so the whole JSON
+    fits ``max_tokens``: a small model that rambles inside a field is cut off by the grammar,
+    not by max_tokens (which would truncate the JSON and lose the job)."""
+    schema = copy.deepcopy(JobOutput.model_json_schema())
+    budget = max(0, max_tokens - _JOB_SYNTAX_TOKENS) * _CHARS_PER_TOKEN
+    for name, share in _JOB_FIELD_SHARES.items():
+        limit = max(16, min(400, int(budget * share)))
+        field_schema = schema["properties"][name]
+        for variant in field_schema.get("anyOf", [field_schema]):
+            if variant.get("type") == "string":
+                variant["maxLength"] = limit
+    return schema
+
+
+def job_plan_schema(max_tasks: int, chunk_count: int) -> dict[str, Any]:
+    """The structured-output schema for a plan over ``chunk_count`` chunks with at most
+    ``max_tasks`` tasks: what validation would reject, the grammar does not let the model write
+    (fewer retries), and task texts are kept short."""
+    schema = copy.deepcopy(JobPlan.model_json_schema())
+    schema["properties"]["tasks"]["maxItems"] = max_tasks
+    planned = schema["$defs"]["PlannedTask"]["properties"]
+    planned["task"]["maxLength"] = planned["advice"]["maxLength"] = 300
+    for variant in planned["chunks"]["anyOf"]:
+        if variant.get("type") == "array":
+            variant["items"]["maximum"] = max(chunk_count - 1, 0)
+            variant["maxItems"] = max(1, min(MAX_CHUNK_IDS, chunk_count))
+    return schema
+
+
+def json_schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema sent as structured-output constraint for ``model``."""
+    return model.model_json_schema()

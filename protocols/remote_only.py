@@ -1,0 +1,52 @@
+"""Remote-only baseline: the remote model reads every document. The accuracy ceiling and the
+denominator of every saving."""
+
+from __future__ import annotations
+
+from protocols import prompts
+from protocols.base import (
+    ContextOverflowError,
+    Protocol,
+    RunState,
+    render_documents,
+    render_metadata,
+)
+from protocols.result import RemoteMessage
+from protocols.task import Task
+from workers.engines.base import GenerationRequest
+
+
+class RemoteOnly(Protocol):
+    name = "remote_only"
+
+    @staticmethod
+    def prompt(task: Task) -> str:
+        return prompts.render(
+            "remote_only_answer",
+            question=task.question,
+            metadata=render_metadata(task.metadata, task.documents),
+            documents=render_documents(task.documents),
+        )
+
+    async def _run(self, state: RunState) -> str:
+        prompt = self.prompt(state.task)
+        max_tokens = state.options.remote_max_tokens
+        if not self.fits(self.remote, prompt, max_tokens):
+            raise ContextOverflowError(
+                f"documents: too long for the remote model's context window "
+                f"({self.remote.context_window} tokens with {max_tokens} reserved for the "
+                "answer); use minion or minions, which never send the documents to the remote"
+            )
+        record = state.new_round(1)
+        await state.events.emit("round_started", {"round": 1})
+        result = await state.recorder.generate_one(
+            "remote",
+            "answer",
+            GenerationRequest.from_prompt(prompt, max_tokens=max_tokens),
+            round=1,
+        )
+        if result.finish_reason == "length":
+            state.warn(f"the remote answer was cut off at {max_tokens} tokens")
+        record.remote_messages.append(RemoteMessage(purpose="answer", text=result.text))
+        record.decision = "final_answer"
+        return result.text

@@ -1,0 +1,143 @@
+"""The Result every protocol returns: one shape for all four, JSON-serializable as is."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from analysis.costs import Usage
+
+ProtocolName = Literal["minion", "minions", "local_only", "remote_only"]
+PlanSource = Literal["remote", "fallback"]
+
+
+class TokenCounts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def of(cls, usage: Usage) -> TokenCounts:
+        return cls(**usage.to_dict())
+
+    def as_usage(self) -> Usage:
+        return Usage(self.prompt_tokens, self.completion_tokens, self.cached_prompt_tokens)
+
+
+class CallRecord(BaseModel):
+    """One engine call: a single request to the remote, or one batch of requests to the local."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    side: Literal["local", "remote"]
+    purpose: str = Field(description="decompose, aggregate, chat, decide, answer, job, ...")
+    round: int
+    model: str
+    requests: int = 1
+    usage: TokenCounts
+    seconds: float
+    cost_usd: float = 0.0
+    finish_reasons: list[str] = Field(default_factory=list)
+
+
+class UsageReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    local: TokenCounts
+    remote: TokenCounts
+    local_requests: int
+    remote_requests: int
+    remote_calls: list[CallRecord] = Field(description="every remote call, in order")
+    local_calls: list[CallRecord] = Field(description="every local batch, in order")
+
+
+class CostReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    remote: float
+    local: float = 0.0
+    total: float
+    remote_priced: bool = Field(description="false when the remote model has no price")
+
+
+class Timings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    local_s: float = Field(description="wall time spent waiting on the local engine")
+    remote_s: float = Field(description="wall time spent waiting on the remote engine")
+    total_s: float
+
+
+class JobCounts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    planned: int = Field(description="(task, chunk, sample) jobs the plan asked for")
+    run: int = 0
+    kept: int = 0
+    skipped: int = Field(default=0, description="planned but over max_jobs_per_round")
+    dropped: dict[str, int] = Field(
+        default_factory=dict, description="by reason: no_answer, truncated, unparseable, ..."
+    )
+
+
+class LocalOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_index: int | None = None
+    chunk_id: int | None = None
+    sample: int = 0
+    answer: str | None
+    explanation: str = ""
+    citation: str | None = None
+
+
+class RemoteMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: str
+    text: str
+
+
+class RoundRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    round: int
+    remote_messages: list[RemoteMessage] = Field(default_factory=list)
+    plan: dict[str, Any] | None = None
+    plan_source: PlanSource | None = None
+    jobs: JobCounts | None = None
+    local_outputs: list[LocalOutput] = Field(default_factory=list)
+    decision: str | None = None
+    scratchpad: str | None = None
+    feedback: str | None = None
+
+
+class DocumentStats(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    documents: int
+    pages: int
+    chunks: int = 0
+    chunk_tokens: int = 0
+    chunking: str = ""
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    answer: str
+    protocol: ProtocolName
+    local_model: str
+    remote_model: str
+    remote_stand_in: bool = Field(description="the local model stood in for the remote")
+    rounds: list[RoundRecord]
+    usage: UsageReport
+    cost_usd: CostReport
+    timings: Timings
+    compressions: list[str] = Field(description="texts the local side sent to the remote")
+    warnings: list[str]
+    stats: DocumentStats

@@ -1,0 +1,122 @@
+"""Minion with scripted engines: the chat flow, round limits, and local chunking."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from support.scripted_engine import ScriptedEngine
+
+from analysis.costs import PriceTable, Usage
+from protocols import Minion
+from protocols.plans import FinalChatDecision
+from protocols.task import Task
+from workers.engines.base import GenerationRequest
+
+PAGES = [
+    "SECRETFILLER the weather was mild in spring.",
+    "The access code for the north warehouse is 4817.",
+    "Lunch was served at noon.",
+]
+FINAL = json.dumps({"decision": "final_answer", "answer": "4817"})
+MORE = json.dumps({"decision": "request_more", "message": "Are you sure? Quote it."})
+
+
+def prompt_of(request: GenerationRequest) -> str:
+    return "\n".join(message.content for message in request.messages)
+
+
+def remote_engine(decide: object = FINAL, **kwargs: object) -> ScriptedEngine:
+    return ScriptedEngine(
+        [(r"The colleague replied", decide)],
+        default="What is the access code? Quote the sentence.",
+        model="gpt-4o",
+        **kwargs,
+    )
+
+
+def local_engine(**kwargs: object) -> ScriptedEngine:
+    return ScriptedEngine(
+        [(r"Excerpt.*4817", "The code is 4817."), (r"Excerpt", "NONE")],
+        default="The access code is 4817 (page 2).",
+        model="local",
+        **kwargs,
+    )
+
+
+async def test_one_round_chat(pages_task: Callable[..., Task], prices: PriceTable) -> None:
+    remote, local = remote_engine(), local_engine()
+    result = await Minion(local, remote, prices).run(pages_task(PAGES))
+
+    assert result.answer == "4817" and result.protocol == "minion"
+    assert [c.purpose for c in result.usage.remote_calls] == ["chat", "decide"]
+    assert len(result.rounds) == 1 and result.rounds[0].decision == "final_answer"
+    # The local model got the documents and the remote's message; the remote got neither document.
+    (local_call,) = local.calls
+    assert "SECRETFILLER" in prompt_of(local_call) and "What is the access code" in prompt_of(
+        local_call
+    )
+    assert all("SECRETFILLER" not in prompt_of(c) for c in remote.calls)
+    assert result.compressions == ["The access code is 4817 (page 2)."]
+    assert "4817 (page 2)" in prompt_of(remote.calls[1])
+    # The decision call is one structured-output request.
+    assert remote.calls[1].json_schema is not None and remote.calls[0].json_schema is None
+
+
+async def test_request_more_continues_the_chat_until_the_last_round(
+    pages_task: Callable[..., Task], prices: PriceTable
+) -> None:
+    def decide(request: GenerationRequest) -> str:
+        return FINAL if "This is the last round" in prompt_of(request) else MORE
+
+    remote, local = remote_engine(decide), local_engine()
+    result = await Minion(local, remote, prices, max_rounds=3).run(pages_task(PAGES))
+
+    assert len(result.rounds) == 3
+    assert [c.purpose for c in result.usage.remote_calls] == ["chat", "decide", "decide", "decide"]
+    assert [r.decision for r in result.rounds] == ["request_more", "request_more", "final_answer"]
+    assert "Are you sure? Quote it." in prompt_of(local.calls[1])
+    assert remote.calls[-1].json_schema == FinalChatDecision.model_json_schema()
+    # The remote keeps the whole conversation: its last prompt holds every local reply.
+    assert prompt_of(remote.calls[-1]).count("The colleague replied") == 3
+
+
+async def test_an_invalid_decision_becomes_the_answer_with_a_warning(
+    pages_task: Callable[..., Task], prices: PriceTable
+) -> None:
+    remote = remote_engine("I am fairly sure it is 4817.")
+    result = await Minion(local_engine(), remote, prices).run(pages_task(PAGES))
+    assert result.answer == "I am fairly sure it is 4817."
+    assert len(result.usage.remote_calls) == 1 + 4
+    assert any("decision was invalid" in w for w in result.warnings)
+
+
+async def test_long_documents_are_answered_chunk_by_chunk(
+    pages_task: Callable[..., Task], prices: PriceTable
+) -> None:
+    pages = [f"Routine page {i} with nothing. " * 20 for i in range(12)]
+    pages[5] = "The access code for the north warehouse is 4817."
+    remote = remote_engine()
+    local = local_engine(context_window=1200)
+    result = await Minion(local, remote, prices, local_max_tokens=64).run(pages_task(pages))
+
+    assert local.batches == [12]  # one batch, one request per chunk
+    assert result.compressions == ["[doc.txt, chunk 5, page 6] The code is 4817."]
+    assert [o.chunk_id for o in result.rounds[0].local_outputs] == [5]
+    assert result.stats.chunks == 12
+
+
+async def test_minion_usage_totals_are_the_sums(
+    pages_task: Callable[..., Task], prices: PriceTable
+) -> None:
+    def decide(request: GenerationRequest) -> str:
+        return FINAL if "This is the last round" in prompt_of(request) else MORE
+
+    remote, local = remote_engine(decide), local_engine()
+    result = await Minion(local, remote, prices, max_rounds=2).run(pages_task(PAGES))
+    remote_prompt = sum(ScriptedEngine.words(prompt_of(c)) for c in remote.calls)
+    assert result.usage.remote.prompt_tokens == remote_prompt
+    assert Usage.sum([c.usage.as_usage() for c in result.usage.remote_calls]) == (
+        result.usage.remote.as_usage()
+    )
+    assert result.usage.local_requests == 2
