@@ -77,7 +77,7 @@ def test_dataset_errors_name_line_and_field(tmp_path: Path) -> None:
     path.write_text(
         '{"id": "a", "question": "q", "answer": "x", "documents": [{"text": "t", "path": "p"}]}\n'
     )
-    with pytest.raises(ValueError, match="line 1: documents.0"):
+    with pytest.raises(ValueError, match=r"line 1: documents\.0"):
         load_dataset(path)
     with pytest.raises(ValueError, match="cannot read"):
         load_dataset(tmp_path / "missing.jsonl")
