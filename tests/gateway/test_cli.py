@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import MODEL_CACHE_DIR
 
 CLI = [sys.executable, "-m", "gateway.cli"]

@@ -1,0 +1,46 @@
+"""``minions-gw serve``: the HTTP gateway (uvicorn over ``gateway.app.create_app``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from gateway.app import create_app
+from gateway.cli.common import console, fail, load_settings
+
+logger = logging.getLogger(__name__)
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (default MGW_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default MGW_PORT)")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve the gateway API. On the very first start an admin key is printed, once."""
+    settings = load_settings()
+    updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = settings.model_copy(update=updates)
+
+    def announce(token: str) -> None:
+        console.print(
+            "[bold green]bootstrap admin key[/] (shown this once; it is stored only as a hash):",
+            highlight=False,
+        )
+        console.print(token, highlight=False, markup=False, soft_wrap=True)
+        console.file.flush()
+
+    try:
+        app = create_app(settings, on_bootstrap_key=announce)
+    except ValueError as exc:
+        fail(str(exc))
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=10,
+        proxy_headers=False,
+    )

@@ -1,0 +1,101 @@
+"""``minions-gw worker``: serve one pool's local-LM jobs from the Redis queue until SIGTERM."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Annotated
+
+import redis.asyncio as aioredis
+import typer
+from redis.exceptions import RedisError
+
+from gateway.cli.common import console, fail, load_settings, run_async
+from workers import keys
+from workers.engines.factory import ADAPTERS, create_engine
+from workers.worker import Worker, run_until_signalled
+
+logger = logging.getLogger(__name__)
+
+
+def worker(
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="vllm (in-process) or openai (an OpenAI-compatible server); "
+            "default MGW_LOCAL_ENGINE"
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="the model to serve; default MGW_LOCAL_MODEL")
+    ] = None,
+    pool: Annotated[str, typer.Option(help="the job pool to serve")] = "default",
+    batch: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="jobs read (and run as one batch) at a time; default MGW_LOCAL_MAX_NUM_SEQS"
+        ),
+    ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="the gateway's Redis; default MGW_REDIS_URL")
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="the server of --engine openai; default MGW_LOCAL_BASE_URL")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="consumer name; default <pool>@<host>-<pid>-<random>")
+    ] = None,
+) -> None:
+    """Run local-model jobs from the queue on this machine's engine; SIGTERM stops gracefully."""
+    settings = load_settings()
+    url = redis_url or settings.redis_url
+    if not url:
+        fail(
+            "redis_url: a worker needs the gateway's Redis: set MGW_REDIS_URL or pass "
+            "--redis-url (redis://host:6379/0, or unix:///path/to/redis.sock)",
+            code=2,
+        )
+    kind = engine or settings.local_engine
+    if kind not in ADAPTERS:
+        fail(f"engine: must be one of {sorted(ADAPTERS)}, got {kind!r}", code=2)
+    for label, value in (("pool", pool), ("name", name)):
+        if value is not None:
+            try:
+                keys.check_name(label, value)
+            except ValueError as exc:
+                fail(str(exc), code=2)
+    spec = dataclasses.replace(
+        settings.local_engine_spec(),
+        kind=kind,  # type: ignore[arg-type]  # checked against ADAPTERS above
+        model=model or settings.local_model,
+        base_url=base_url or settings.local_base_url,
+    )
+
+    async def serve() -> None:
+        client = aioredis.Redis.from_url(url, decode_responses=True)
+        try:
+            try:
+                await client.ping()
+            except (RedisError, OSError) as exc:
+                fail(f"redis_url: cannot reach Redis at {url}: {exc}")
+            local = create_engine(spec)
+            try:
+                queue_worker = Worker(
+                    client,
+                    local,
+                    pool=pool,
+                    batch=batch or settings.local_max_num_seqs,
+                    consumer_name=name,
+                )
+                console.print(
+                    f"worker {queue_worker.name}: {spec.kind} {spec.model}, pool {pool!r}, "
+                    f"batch {queue_worker.batch}",
+                    highlight=False,
+                )
+                await run_until_signalled(queue_worker)
+            finally:
+                await local.aclose()
+        finally:
+            await client.aclose()
+
+    run_async(serve())

@@ -1,0 +1,119 @@
+"""Pure ASGI middleware (cheap on every request): request metrics, and the body size limit."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import envelope
+from gateway.metrics import Metrics
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive``; FastAPI re-raises HTTPExceptions from body reading as they are."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"the request body is over the limit of {max_bytes:,} bytes")
+
+
+class BodyLimitMiddleware:
+    """413 for a body over ``max_bytes``: at once from Content-Length, else while it streams."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    await self._reject(send)
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps(
+            envelope(
+                "payload_too_large",
+                f"the request body is over the limit of {self.max_bytes:,} bytes",
+            )
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class MetricsMiddleware:
+    """Counts requests and times them by route template (never by raw path: ids would explode
+    the label set)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                self._observe(scope, status[0], started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        except Exception:
+            self._observe(scope, 500, started)
+            raise
+
+    def _observe(self, scope: Scope, status: int, started: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope.get("method", "")
+        self.metrics.requests.labels(method, template, str(status)).inc()
+        self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)

@@ -1,0 +1,1 @@
+"""One router per resource. Routes stay thin: validate, call a service, return."""

@@ -1,0 +1,39 @@
+"""``/v1/documents``: upload a PDF or text file once, then reference it by id."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, UploadFile
+
+from gateway.auth import CurrentKey
+from gateway.deps import ServicesDep
+from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.schemas import DocumentCreated, ErrorEnvelope
+from protocols.documents import MAX_DOCUMENT_BYTES
+
+router = APIRouter(prefix="/v1/documents", tags=["documents"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorEnvelope} for code in (401, 413, 422, 429)
+}
+
+
+@router.post("", status_code=201, response_model=DocumentCreated, responses=ERRORS)
+async def upload_document(
+    file: Annotated[UploadFile, File(description="a PDF or UTF-8 text file")],
+    key: CurrentKey,
+    services: ServicesDep,
+) -> DocumentCreated:
+    data = await file.read(MAX_DOCUMENT_BYTES + 1)
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise PayloadTooLarge(
+            f"file: over the limit of {MAX_DOCUMENT_BYTES // 2**20} MiB per document",
+            param="file",
+        )
+    if not data:
+        raise InvalidRequest("file: the file is empty", param="file")
+    name = (file.filename or "document")[:256]
+    stored = await services.documents.upload(key, data, name, file.content_type)
+    return DocumentCreated(
+        document_id=stored.id, name=stored.document.name, pages=stored.pages, tokens=stored.tokens
+    )

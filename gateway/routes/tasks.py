@@ -1,0 +1,115 @@
+"""``/v1/tasks``: submit, read, follow (Server-Sent Events), cancel, list."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from redis.exceptions import RedisError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from gateway.auth import CurrentKey
+from gateway.deps import ServicesDep
+from gateway.schemas import (
+    ErrorEnvelope,
+    ProtocolName,
+    TaskAccepted,
+    TaskCreate,
+    TaskList,
+    TaskStatus,
+    TaskView,
+)
+from gateway.store import TERMINAL
+from gateway.tasks import view
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorEnvelope} for code in (401, 402, 404, 409, 413, 422, 429)
+}
+
+
+@router.post("", status_code=202, response_model=TaskAccepted, responses=ERRORS)
+async def submit_task(
+    body: TaskCreate,
+    key: CurrentKey,
+    services: ServicesDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+    ] = None,
+) -> TaskAccepted:
+    """Queue a question over documents; follow it with ``GET /v1/tasks/{id}/events``."""
+    record, created = await services.tasks.submit(key, body, idempotency_key)
+    if not created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return TaskAccepted(id=record.id, status=record.status)  # type: ignore[arg-type]
+
+
+@router.get("", response_model=TaskList, responses=ERRORS)
+async def list_tasks(
+    key: CurrentKey,
+    services: ServicesDep,
+    status: TaskStatus | None = None,
+    protocol: ProtocolName | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> TaskList:
+    """Tasks of this key (all tasks for an admin key), newest first."""
+    return await services.tasks.list(
+        key, status=status, protocol=protocol, limit=limit, cursor=cursor
+    )
+
+
+@router.get("/{task_id}", response_model=TaskView, responses=ERRORS)
+async def get_task(task_id: str, key: CurrentKey, services: ServicesDep) -> TaskView:
+    return view(await services.tasks.get(key, task_id))
+
+
+@router.delete("/{task_id}", response_model=TaskView, responses=ERRORS)
+async def cancel_task(task_id: str, key: CurrentKey, services: ServicesDep) -> TaskView:
+    """Cancel a queued or running task. Running work is aborted; what it used is billed."""
+    return view(await services.tasks.cancel(key, task_id))
+
+
+@router.get(
+    "/{task_id}/events",
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    response_class=EventSourceResponse,
+)
+async def task_events(
+    task_id: str,
+    key: CurrentKey,
+    services: ServicesDep,
+    request: Request,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
+) -> EventSourceResponse:
+    """Server-Sent Events: the events so far, then live ones, until ``final``, ``error`` or
+    ``cancelled``. Reconnect with ``Last-Event-ID`` to resume."""
+    await services.tasks.get(key, task_id)  # 404 for a task the key may not see
+    after = last_event_id if last_event_id and _valid_stream_id(last_event_id) else "0"
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        try:
+            async for event in services.store.events.follow(task_id, after):
+                if event is None:
+                    record = await services.store.tasks.get(task_id)
+                    if record is None or record.status in TERMINAL:
+                        return
+                    continue
+                yield ServerSentEvent(data=json.dumps(event.data), event=event.type, id=event.id)
+        except RedisError:
+            logger.warning("event stream of %s interrupted: the store is unreachable", task_id)
+            error = {"type": "unavailable", "message": "the event store is unreachable; reconnect"}
+            yield ServerSentEvent(data=json.dumps(error), event="error")
+
+    return EventSourceResponse(stream(), ping=15, send_timeout=30)
+
+
+def _valid_stream_id(value: str) -> bool:
+    first, _, second = value.partition("-")
+    return first.isdigit() and (not second or second.isdigit())

@@ -1,0 +1,79 @@
+"""The gateway's state, all in Redis: tasks and their queue, documents, event streams,
+idempotency keys, API keys, budgets, rate limits and usage. Key names: ``gateway.keys``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from gateway.store.api_keys import ApiKey, ApiKeyStore, Reservation
+from gateway.store.connection import EmbeddedRedis, client_for
+from gateway.store.documents import DocumentStore, StoredDocument
+from gateway.store.events import Event, EventStore
+from gateway.store.tasks import TERMINAL, TaskRecord, TaskStore, new_task_id
+from gateway.store.usage import UsageStore
+
+logger = logging.getLogger(__name__)
+
+
+class Store:
+    """One Redis connection pool and the typed stores over it."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        embedded: EmbeddedRedis | None = None,
+        event_stream_maxlen: int = 10_000,
+    ) -> None:
+        self.redis = redis
+        self.embedded = embedded
+        self.api_keys = ApiKeyStore(redis)
+        self.tasks = TaskStore(redis)
+        self.documents = DocumentStore(redis)
+        self.events = EventStore(redis, maxlen=event_stream_maxlen)
+        self.usage = UsageStore(redis)
+
+    @classmethod
+    def connect(
+        cls, redis_url: str | None, data_dir: Path, *, event_stream_maxlen: int = 10_000
+    ) -> Store:
+        """An external Redis at ``redis_url``, or the embedded server in ``data_dir/redis``."""
+        if redis_url:
+            return cls(client_for(redis_url), event_stream_maxlen=event_stream_maxlen)
+        embedded = EmbeddedRedis(data_dir / "redis")
+        return cls(
+            client_for(embedded.url), embedded=embedded, event_stream_maxlen=event_stream_maxlen
+        )
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except Exception:
+            logger.warning("Redis is not reachable", exc_info=True)
+            return False
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+        if self.embedded is not None:
+            self.embedded.close()
+
+
+__all__ = [
+    "TERMINAL",
+    "ApiKey",
+    "ApiKeyStore",
+    "DocumentStore",
+    "EmbeddedRedis",
+    "Event",
+    "EventStore",
+    "Reservation",
+    "Store",
+    "StoredDocument",
+    "TaskRecord",
+    "TaskStore",
+    "UsageStore",
+    "new_task_id",
+]

@@ -1,0 +1,246 @@
+"""Task records (one Redis hash each), their status transitions (atomic, in Lua), the queue the
+runner takes them from, listing with cursors, and idempotency keys."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import redis.asyncio as aioredis
+
+from gateway import keys
+from gateway.store.documents import StoredDocument
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+# Set the fields ARGV[2..] (name, value pairs) when the status is one of ARGV[1] (comma list).
+# Returns 1 on success, else the current status ('' for a missing task).
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return '' end
+for allowed in string.gmatch(ARGV[1], '[^,]+') do
+  if allowed == current then
+    if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+    return 1
+  end
+end
+return current
+"""
+
+# Create a task in one command. KEYS: the task hash, all tasks, the key's tasks, the queue, then
+# one key per new document. ARGV: task id, "1" to enqueue, the document payloads (one per document
+# key), then the hash's field/value pairs. Documents are written only if absent.
+_CREATE = """
+local documents = #KEYS - 4
+for i = 1, documents do redis.call('SET', KEYS[4 + i], ARGV[2 + i], 'NX') end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3 + documents))
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+if ARGV[2] == '1' then redis.call('LPUSH', KEYS[4], ARGV[1]) end
+return 1
+"""
+
+# Move every id in KEYS[1] (running) back to the head of KEYS[2] (queue); returns the ids.
+_REQUEUE_ALL = """
+local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+for _, id in ipairs(ids) do redis.call('RPUSH', KEYS[2], id) end
+redis.call('DEL', KEYS[1])
+return ids
+"""
+
+
+def new_task_id() -> str:
+    # Creation time first (ms, hex), so the lexical order of ids is their time order.
+    return f"task_{int(time.time() * 1000):011x}{secrets.token_hex(5)}"
+
+
+@dataclass
+class TaskRecord:
+    id: str
+    key_id: str
+    protocol: str
+    status: str
+    created_at: float
+    request: dict[str, Any]
+    source: str = "tasks"
+    reserved_nano: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    accuracy: dict[str, Any] | None = None
+    partial_usage: dict[str, Any] | None = None
+    attempts: int = 0
+    cancel_requested: bool = False
+
+    def to_hash(self) -> dict[Any, Any]:
+        data = {
+            "id": self.id,
+            "key_id": self.key_id,
+            "protocol": self.protocol,
+            "status": self.status,
+            "created_at": repr(self.created_at),
+            "request": json.dumps(self.request),
+            "source": self.source,
+            "reserved_nano": str(self.reserved_nano),
+            "attempts": str(self.attempts),
+        }
+        return data
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> TaskRecord:
+        def loads(name: str) -> Any:
+            value = data.get(name)
+            return json.loads(value) if value else None
+
+        def number(name: str) -> float | None:
+            value = data.get(name)
+            return float(value) if value else None
+
+        return cls(
+            id=data["id"],
+            key_id=data["key_id"],
+            protocol=data["protocol"],
+            status=data["status"],
+            created_at=float(data["created_at"]),
+            request=loads("request") or {},
+            source=data.get("source", "tasks"),
+            reserved_nano=int(data.get("reserved_nano", "0")),
+            started_at=number("started_at"),
+            finished_at=number("finished_at"),
+            result=loads("result"),
+            error=loads("error"),
+            accuracy=loads("accuracy"),
+            partial_usage=loads("partial_usage"),
+            attempts=int(data.get("attempts", "0")),
+            cancel_requested=data.get("cancel_requested") == "1",
+        )
+
+
+def encode_fields(fields: dict[str, Any]) -> list[str]:
+    """Field/value pairs for the transition script: dicts and lists as JSON, numbers as text."""
+    flat: list[str] = []
+    for name, value in fields.items():
+        if isinstance(value, dict | list):
+            text = json.dumps(value)
+        elif isinstance(value, float):
+            text = repr(value)
+        else:
+            text = "" if value is None else str(value)
+        flat += [name, text]
+    return flat
+
+
+def _mapping(fields: dict[str, Any]) -> dict[Any, Any]:
+    flat = encode_fields(fields)
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class TaskStore:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._transition = redis.register_script(_TRANSITION)
+        self._requeue_all = redis.register_script(_REQUEUE_ALL)
+        self._create = redis.register_script(_CREATE)
+
+    async def create(
+        self, record: TaskRecord, *, enqueue: bool, documents: Sequence[StoredDocument] = ()
+    ) -> None:
+        """Store the task (and its new documents) and queue it, atomically (one script)."""
+        names = [keys.task(record.id), keys.TASKS, keys.tasks_of(record.key_id), keys.QUEUE]
+        names += [keys.document(document.id) for document in documents]
+        args: list[str] = [record.id, "1" if enqueue else "0"]
+        args += [document.payload() for document in documents]
+        for name, value in record.to_hash().items():
+            args += [name, value]
+        await self._create(keys=names, args=args)
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        data = cast("dict[str, str]", await self.redis.hgetall(keys.task(task_id)))
+        return TaskRecord.from_hash(data) if data else None
+
+    async def transition(
+        self, task_id: str, allowed: tuple[str, ...], fields: dict[str, Any]
+    ) -> bool | str:
+        """Set ``fields`` when the status is one of ``allowed``; True, or the current status."""
+        result = await self._transition(
+            keys=[keys.task(task_id)], args=[",".join(allowed), *encode_fields(fields)]
+        )
+        return True if result == 1 else str(result)
+
+    async def update(self, task_id: str, fields: dict[str, Any]) -> None:
+        await self.redis.hset(keys.task(task_id), mapping=_mapping(fields))
+
+    @staticmethod
+    def queue_update(pipe: Any, task_id: str, fields: dict[str, Any]) -> None:
+        pipe.hset(keys.task(task_id), mapping=_mapping(fields))
+
+    @staticmethod
+    def queue_done(pipe: Any, task_id: str) -> None:
+        """Out of the running list: the runner is finished with it."""
+        pipe.lrem(keys.RUNNING, 0, task_id)
+
+    @staticmethod
+    def queue_requeue(pipe: Any, task_id: str) -> None:
+        """Back to the front of the queue (it is taken next), out of the running list."""
+        pipe.lrem(keys.RUNNING, 0, task_id)
+        pipe.rpush(keys.QUEUE, task_id)
+
+    async def request_cancel(self, task_id: str) -> None:
+        await self.redis.hset(keys.task(task_id), "cancel_requested", "1")
+
+    async def cancel_requested(self, task_id: str) -> bool:
+        return (await self.redis.hget(keys.task(task_id), "cancel_requested")) == "1"
+
+    async def page(self, key_id: str | None, cursor: str | None, count: int) -> list[TaskRecord]:
+        """Up to ``count`` records, newest first, after ``cursor`` (a task id)."""
+        index = keys.TASKS if key_id is None else keys.tasks_of(key_id)
+        upper = f"({cursor}" if cursor else "+"
+        ids = cast(
+            "list[str]", await self.redis.zrevrangebylex(index, upper, "-", start=0, num=count)
+        )
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hgetall(keys.task(task_id))
+            rows = await pipe.execute()
+        return [TaskRecord.from_hash(row) for row in rows if row]
+
+    # -- the queue ------------------------------------------------------------------------
+    async def take(self, timeout_s: int) -> str | None:
+        """Block until a queued id is there; it moves to the running list atomically."""
+        task_id = await self.redis.blmove(keys.QUEUE, keys.RUNNING, timeout_s, "RIGHT", "LEFT")
+        return str(task_id) if task_id is not None else None
+
+    async def done(self, task_id: str) -> None:
+        await self.redis.lrem(keys.RUNNING, 0, task_id)
+
+    async def requeue_orphans(self) -> list[str]:
+        """Ids left in the running list by a previous process go back to the queue."""
+        return [
+            str(task_id)
+            for task_id in await self._requeue_all(keys=[keys.RUNNING, keys.QUEUE], args=[])
+        ]
+
+    async def queue_depth(self) -> int:
+        return int(await self.redis.llen(keys.QUEUE))
+
+    # -- idempotency ----------------------------------------------------------------------
+    async def claim_idempotency(
+        self, key_id: str, digest: str, value: str, ttl_s: int
+    ) -> str | None:
+        """Claim the key for ``value`` (``task_id|fingerprint``); the existing value if taken."""
+        name = keys.idempotency(key_id, digest)
+        if await self.redis.set(name, value, nx=True, ex=ttl_s):
+            return None
+        existing = await self.redis.get(name)
+        return str(existing) if existing is not None else None
+
+    async def release_idempotency(self, key_id: str, digest: str) -> None:
+        await self.redis.delete(keys.idempotency(key_id, digest))
