@@ -8,12 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.paths import MODEL_CACHE_DIR
 
 from gateway.settings import Settings
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# The converted bundled model is cached across test runs (conversion takes ~25 s).
-MODEL_CACHE_DIR = Path(os.environ.get("MGW_TEST_DATA_DIR", REPO_ROOT / ".mgw" / "test-data"))
 
 # Environment a developer may have set must not leak into tests.
 for _name in list(os.environ):

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import MODEL_CACHE_DIR
+from support.paths import MODEL_CACHE_DIR
 
 CLI = [sys.executable, "-m", "gateway.cli"]
 
