@@ -20,10 +20,11 @@ from gateway.execution import TaskExecutor
 from gateway.metrics import Metrics
 from gateway.middleware import BodyLimitMiddleware, MetricsMiddleware
 from gateway.pool import EnginePool
-from gateway.routes import admin, chat, documents, health, tasks
+from gateway.routes import admin, analysis, chat, documents, health, studies, tasks
 from gateway.runner import InProcessRunner
 from gateway.settings import Settings
 from gateway.store import Store
+from gateway.studies import StudyService
 from gateway.tasks import BudgetService, TaskService
 from workers.engines.base import Engine
 
@@ -58,6 +59,7 @@ def create_app(
             )
         pool: EnginePool | None = None
         runner: InProcessRunner | None = None
+        sidecar: StudyService | None = None
         try:
             engine_set = engines or build_engine_set(settings)
             pool = EnginePool(
@@ -68,7 +70,12 @@ def create_app(
             budgets = BudgetService(the_store, pool, prices, settings)
             executor = TaskExecutor(the_store, pool, prices, metrics)
             runner = InProcessRunner(
-                the_store, executor, metrics, concurrency=settings.runner_concurrency
+                the_store,
+                executor,
+                metrics,
+                concurrency=settings.runner_concurrency,
+                heartbeat_s=settings.runner_heartbeat_s,
+                max_deliveries=settings.runner_max_deliveries,
             )
             admin_token = settings.admin_key.get_secret_value() if settings.admin_key else None
             generated = await the_store.api_keys.ensure_bootstrap(
@@ -90,8 +97,18 @@ def create_app(
                 metrics=metrics,
             )
             await runner.start()
+            sidecar = StudyService(
+                the_store.redis,
+                settings.data_dir,
+                max_queued=settings.max_queued_studies,
+                threads=settings.study_threads,
+            )
+            app.state.studies = sidecar
+            await sidecar.start()
             yield
         finally:
+            if sidecar is not None:
+                await sidecar.stop()
             if runner is not None:
                 await runner.stop()
                 await executor.drain()
@@ -108,7 +125,7 @@ def create_app(
         dependencies=[Depends(authenticate)],
     )
     install_error_handlers(app)
-    for module in (health, tasks, documents, chat, admin):
+    for module in (health, tasks, documents, chat, admin, studies, analysis):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -85,6 +85,12 @@ class RateLimited(GatewayError):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
+class QueueFull(RateLimited):
+    """Too many tasks wait in the queue (``MGW_MAX_QUEUED_TASKS``): back off and retry."""
+
+    type = "queue_full"
+
+
 class ServiceUnavailable(GatewayError):
     status_code, type = 503, "unavailable"
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from analysis.costs import PriceTable
 from gateway.accuracy import grade
+from gateway.checkpoint import CheckpointedEngine
 from gateway.errors import InvalidRequest, describe
 from gateway.event_writer import EventWriter
 from gateway.metering import MeteredEngine
@@ -27,6 +28,9 @@ from gateway.store.api_keys import to_nano
 from protocols import Options, Result, Task, build_protocol
 from protocols.accounting import EventSink
 from protocols.base import Protocol
+from workers.engines.errors import EngineError
+from workers.queue import NoLiveWorkerError, live_workers
+from workers.queue.producer import no_worker_message
 
 logger = logging.getLogger(__name__)
 
@@ -84,25 +88,50 @@ class TaskExecutor:
         self.metrics = metrics
         self._background: set[asyncio.Task[None]] = set()
 
-    def prepare(self, protocol: str, remote_model: str | None, cap_usd: float | None) -> Run:
+    def prepare(
+        self,
+        protocol: str,
+        remote_model: str | None,
+        cap_usd: float | None,
+        task_id: str | None = None,
+    ) -> Run:
+        """The protocol over metered engines. With a ``task_id`` (a queued task) remote replies
+        are checkpointed, so a restart of the task does not pay for them twice."""
         remote_engine = self.pool.remote_for(remote_model)
         stand_in = self.pool.stand_in and remote_model is None
-        local = MeteredEngine(self.pool.local, self.prices, priced=False)
+        local_engine = self.pool.local_for(self.store.redis, task_id)
+        if stand_in:
+            remote_engine = local_engine
+        if task_id is not None:
+            remote_engine = CheckpointedEngine(remote_engine, self.store.redis, task_id)
+        local = MeteredEngine(local_engine, self.prices, priced=False)
         remote = MeteredEngine(remote_engine, self.prices, priced=not stand_in, cap_usd=cap_usd)
         built = build_protocol(protocol, local, remote, self.prices, remote_stand_in=stand_in)
         return Run(built, local, remote)
 
+    async def require_local_workers(self) -> None:
+        """With ``MGW_LOCAL_POOL``, fail fast (``NoLiveWorkerError``) when no live worker serves
+        the pool, instead of letting the protocol drop every local job."""
+        pool = self.pool.settings.local_pool
+        if pool is not None and not await live_workers(self.store.redis, pool):
+            raise NoLiveWorkerError(no_worker_message(pool))
+
     # -- queued tasks -----------------------------------------------------------------------
-    async def execute(self, record: TaskRecord, cancel_reason: Callable[[], str | None]) -> None:
-        """Run a queued task to a final status (or back to the queue on shutdown)."""
+    async def execute(
+        self, record: TaskRecord, cancel_reason: Callable[[], str | None], entry_id: str
+    ) -> None:
+        """Run a queued task to a final status (or back to the queue on shutdown). ``entry_id``
+        is its entry in the task stream, acknowledged with the task's end. A task still marked
+        running was reclaimed from a runner that died: it starts again, reusing what that run
+        recorded."""
         started = time.time()
         moved = await self.store.tasks.transition(
             record.id,
-            ("queued",),
+            ("queued", "running"),
             {"status": "running", "started_at": started, "attempts": record.attempts + 1},
         )
         if moved is not True:
-            await self.store.tasks.done(record.id)
+            await self.store.tasks.done(entry_id)
             return
         record.started_at = started
         request = record.request
@@ -110,18 +139,22 @@ class TaskExecutor:
         events = EventWriter(self.store, record.id)
         try:
             task = await self._load_task(record)
-            run = self.prepare(record.protocol, request.get("remote_model"), _cap(record))
+            await self.require_local_workers()
+            run = self.prepare(
+                record.protocol, request.get("remote_model"), _cap(record), task_id=record.id
+            )
             result = await run.protocol.run(task, events=self._holding_final(events))
         except asyncio.CancelledError:
             await events.close()
-            await self._finish(record, run, self._interrupted(record, run, cancel_reason()))
+            ending = self._interrupted(record, run, cancel_reason())
+            await self._finish(record, run, ending, entry_id)
             raise
         except Exception as exc:
             await events.close()
-            await self._finish(record, run, self._failed(record, run, exc))
+            await self._finish(record, run, self._failed(record, run, exc), entry_id)
             return
         await events.close()
-        await self._finish(record, run, self._succeeded(record, result))
+        await self._finish(record, run, self._succeeded(record, result), entry_id)
 
     @staticmethod
     def _holding_final(events: EventWriter) -> EventSink:
@@ -186,7 +219,17 @@ class TaskExecutor:
         event = ("cancelled", {"task_id": record.id, "partial_usage": partial})
         return Ending("cancelled", fields, event, record.reserved_nano)
 
-    async def _finish(self, record: TaskRecord, run: Run | None, ending: Ending) -> None:
+    async def fail_undeliverable(self, record: TaskRecord, entry_id: str, deliveries: int) -> None:
+        """A task whose runners kept dying (a poison task): fail it instead of retrying again."""
+        error = EngineError(
+            f"the task was started {deliveries - 1} times and each runner that ran it died or "
+            "stalled; it is not retried again"
+        )
+        await self._finish(record, None, self._failed(record, None, error), entry_id)
+
+    async def _finish(
+        self, record: TaskRecord, run: Run | None, ending: Ending, entry_id: str
+    ) -> None:
         finished = time.time()
         if ending.status is not None:
             ending.fields["finished_at"] = finished
@@ -200,9 +243,10 @@ class TaskExecutor:
             if ending.event is not None:
                 store.events.queue_append(pipe, record.id, *ending.event)
             if ending.status is None:
-                store.tasks.queue_requeue(pipe, record.id)
+                store.tasks.queue_requeue(pipe, record.id, entry_id)
             else:
-                store.tasks.queue_done(pipe, record.id)
+                store.tasks.queue_done(pipe, entry_id)
+                store.tasks.queue_forget_checkpoints(pipe, record.id)
             await pipe.execute()
         if ending.status is not None:
             started = record.started_at or record.created_at
@@ -255,6 +299,7 @@ class TaskExecutor:
         """Run a task now, in the caller's coroutine (chat completions): cancelling the caller
         aborts the engines' work. Billing and usage are written after the reply, in the
         background (``drain`` waits for them at shutdown)."""
+        await self.require_local_workers()
         run = self.prepare(protocol, remote_model, cap_usd)
         started = time.time()
         status = "failed"

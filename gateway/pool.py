@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import redis.asyncio as aioredis
+
 from gateway.engines import EngineSet
 from gateway.errors import InvalidRequest
 from gateway.settings import Settings
 from workers.engines.base import Engine
 from workers.engines.factory import create_engine
+from workers.queue import QueuedEngine
 
 
 class EnginePool:
@@ -34,6 +37,23 @@ class EnginePool:
     @property
     def stand_in(self) -> bool:
         return self.engines.remote_stand_in
+
+    def local_for(self, redis: aioredis.Redis, task_id: str | None) -> Engine:
+        """The local engine one task runs with: the in-process one, or (``MGW_LOCAL_POOL``) a
+        ``QueuedEngine`` on that pool, counting tokens with the local tokenizer. Its job ids
+        derive from ``task_id``, so a restarted task reuses the local results already recorded."""
+        pool = self.settings.local_pool
+        if pool is None:
+            return self.local
+        local = self.local
+        return QueuedEngine(
+            redis,
+            pool=pool,
+            task_id=task_id,
+            model=local.model,
+            context_window=local.context_window,
+            token_counter=local.count_tokens,
+        )
 
     def remote_models(self) -> list[str]:
         """The remote models a task may name (the default one first)."""

@@ -1,10 +1,17 @@
 """Where queued tasks run. ``TaskRunner`` is the interface; ``InProcessRunner`` runs them in this
-process with a fixed number of workers that take ids from the Redis queue (``BLMOVE`` into a
-running list). A later runner consumes the same queue from other processes.
+process: ``concurrency`` loops read task ids from the task stream (``keys.TASK_STREAM``) through
+the consumer group ``keys.RUNNER_GROUP`` (``XREADGROUP``), so any number of gateway processes
+share one queue and each task runs on one of them.
 
-Nothing is lost on a clean shutdown: queued tasks stay in Redis, running ones are interrupted,
-billed for what they used and put back at the head of the queue; ids a crashed process left in
-the running list are re-queued at the next start.
+- Heartbeat: every ``heartbeat_s`` a runner re-claims the entries it holds (``XCLAIM`` to itself,
+  ``JUSTID``), which resets their idle time.
+- Reclaim: an entry idle for three heartbeats belongs to a runner that died (or stalled); the
+  next runner to look (``XPENDING ... IDLE``, then ``XCLAIM`` guarded by the same min-idle, so
+  exactly one wins) runs the task again. Its remote replies and local job results were recorded
+  per call (``gateway.checkpoint``, ``workers.queue``), so what the dead run paid for is reused.
+- A task delivered more than ``max_deliveries`` times (every runner that took it died) is failed.
+- Clean shutdown: running tasks are interrupted, billed for what they used and queued again as a
+  new entry; queued ones stay in the stream.
 """
 
 from __future__ import annotations
@@ -12,11 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol
+import os
+import secrets
+import socket
+from typing import Any, Protocol
+
+from redis.exceptions import ResponseError
 
 from gateway.execution import TaskExecutor
 from gateway.metrics import Metrics
-from gateway.store import Store
+from gateway.store import TERMINAL, Store
+from workers import keys
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +47,40 @@ class TaskRunner(Protocol):
     def healthy(self) -> bool: ...
 
 
+def default_runner_name() -> str:
+    host = "".join(c if c.isalnum() or c in "-." else "-" for c in socket.gethostname())
+    return f"runner-{host[:60] or 'host'}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
 class InProcessRunner:
     def __init__(
-        self, store: Store, executor: TaskExecutor, metrics: Metrics, concurrency: int = 4
+        self,
+        store: Store,
+        executor: TaskExecutor,
+        metrics: Metrics,
+        concurrency: int = 4,
+        *,
+        heartbeat_s: float = 5.0,
+        max_deliveries: int = 3,
+        name: str | None = None,
     ) -> None:
         self.store = store
         self.executor = executor
         self.metrics = metrics
         self.concurrency = concurrency
+        self.heartbeat_s = heartbeat_s
+        self.max_deliveries = max_deliveries
+        self.name = keys.check_name("runner", name or default_runner_name())
+        self.reclaimed = 0
         self._workers: list[asyncio.Task[None]] = []
         self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._held: dict[str, str] = {}  # task id -> stream entry id
         self._reasons: dict[str, str] = {}
         self._stopping = False
+
+    @property
+    def reclaim_after_ms(self) -> int:
+        return max(1, round(3 * self.heartbeat_s * 1000))
 
     @property
     def healthy(self) -> bool:
@@ -57,45 +92,124 @@ class InProcessRunner:
 
     async def start(self) -> None:
         self._stopping = False
-        orphans = await self.store.tasks.requeue_orphans()
-        if orphans:
-            logger.warning("re-queued %d tasks a previous process left running", len(orphans))
+        await self._ensure_group()
         self._workers = [
-            asyncio.create_task(self._work(), name=f"mgw-worker-{n}")
+            asyncio.create_task(self._work(n), name=f"mgw-runner-{n}")
             for n in range(self.concurrency)
         ]
+        self._workers.append(asyncio.create_task(self._heartbeat(), name="mgw-runner-heartbeat"))
 
-    async def _work(self) -> None:
+    async def _ensure_group(self) -> None:
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+            await self.store.redis.xgroup_create(
+                keys.TASK_STREAM, keys.RUNNER_GROUP, id="0", mkstream=True
+            )
+
+    # -- taking tasks -----------------------------------------------------------------------
+    async def _work(self, n: int) -> None:
+        # Spread the reclaim sweeps of the loops over one heartbeat.
+        next_sweep = asyncio.get_running_loop().time() + self.heartbeat_s * n / self.concurrency
         while not self._stopping:
             try:
-                task_id = await self.store.tasks.take(timeout_s=1)
+                entry = None
+                if asyncio.get_running_loop().time() >= next_sweep:
+                    next_sweep = asyncio.get_running_loop().time() + self.heartbeat_s
+                    entry = await self._reclaim_one()
+                if entry is None:
+                    entry = await self._read_one()
             except asyncio.CancelledError:
                 raise
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    await self._ensure_group()
+                    continue
+                logger.exception("reading the task stream failed; retrying in 1 s")
+                await asyncio.sleep(1.0)
+                continue
             except Exception:
                 logger.exception("the task queue is unreachable; retrying in 1 s")
                 await asyncio.sleep(1.0)
                 continue
-            if task_id is None:
-                continue
-            await self._run(task_id)
+            if entry is not None:
+                await self._run(*entry)
 
-    async def _run(self, task_id: str) -> None:
-        record = await self.store.tasks.get(task_id)
-        if record is None or record.status != "queued":
-            await self.store.tasks.done(task_id)
+    async def _read_one(self) -> tuple[str, str, int] | None:
+        block_ms = max(1, min(1000, round(self.heartbeat_s * 1000)))
+        answer: Any = await self.store.redis.xreadgroup(
+            keys.RUNNER_GROUP, self.name, {keys.TASK_STREAM: ">"}, count=1, block=block_ms
+        )
+        for _stream, entries in answer or []:
+            for entry_id, fields in entries:
+                return str(entry_id), str(fields.get("task", "")), 1
+        return None
+
+    async def _reclaim_one(self) -> tuple[str, str, int] | None:
+        """Take over one entry whose runner stopped renewing it (died or stalled)."""
+        redis = self.store.redis
+        pending: Any = await redis.xpending_range(
+            keys.TASK_STREAM, keys.RUNNER_GROUP, "-", "+", 8, idle=self.reclaim_after_ms
+        )
+        for row in pending:
+            entry_id = str(row["message_id"])
+            claimed: Any = await redis.xclaim(
+                keys.TASK_STREAM, keys.RUNNER_GROUP, self.name, self.reclaim_after_ms, [entry_id]
+            )
+            if not claimed:
+                continue  # another runner won, or the entry is gone
+            _id, fields = claimed[0]
+            if not fields:  # deleted meanwhile
+                await self.store.tasks.done(entry_id)
+                continue
+            deliveries = int(row["times_delivered"]) + 1
+            self.reclaimed += 1
+            logger.warning(
+                "reclaimed task %s from runner %s (idle %d ms, delivery %d)",
+                fields.get("task"),
+                row["consumer"],
+                row["time_since_delivered"],
+                deliveries,
+            )
+            return entry_id, str(fields.get("task", "")), deliveries
+        return None
+
+    async def _heartbeat(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.heartbeat_s)
+            held: list[Any] = list(self._held.values())
+            if not held:
+                continue
+            try:
+                await self.store.redis.xclaim(
+                    keys.TASK_STREAM, keys.RUNNER_GROUP, self.name, 0, held, justid=True
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("renewing the held tasks failed")
+
+    # -- running one ------------------------------------------------------------------------
+    async def _run(self, entry_id: str, task_id: str, deliveries: int) -> None:
+        record = await self.store.tasks.get(task_id) if task_id else None
+        if record is None or record.status in TERMINAL:
+            await self.store.tasks.done(entry_id)
+            return
+        if deliveries > self.max_deliveries:
+            logger.error("task %s: delivered %d times; failing it", task_id, deliveries)
+            await self.executor.fail_undeliverable(record, entry_id, deliveries)
             return
         job = asyncio.create_task(
-            self.executor.execute(record, lambda: self._reasons.get(task_id)),
+            self.executor.execute(record, lambda: self._reasons.get(task_id), entry_id),
             name=f"mgw-task-{task_id}",
         )
         self._jobs[task_id] = job
+        self._held[task_id] = entry_id
         self.metrics.running.inc()
         try:
             # ``wait`` returns when the job ends, also when a user cancelled it; it raises only
-            # when this worker is cancelled (shutdown).
+            # when this loop is cancelled (shutdown).
             await asyncio.wait({job})
         except asyncio.CancelledError:
-            # The worker itself is being stopped: interrupt the task and let it clean up.
+            # The runner itself is being stopped: interrupt the task and let it clean up.
             if not job.done():
                 self._reasons.setdefault(task_id, "shutdown")
                 job.cancel()
@@ -107,6 +221,7 @@ class InProcessRunner:
                 logger.error("task %s crashed", task_id, exc_info=job.exception())
             self.metrics.running.dec()
             self._jobs.pop(task_id, None)
+            self._held.pop(task_id, None)
             self._reasons.pop(task_id, None)
 
     async def cancel(self, task_id: str, wait_s: float = 5.0) -> bool:
@@ -130,3 +245,12 @@ class InProcessRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker
         self._workers = []
+        with contextlib.suppress(Exception):
+            # Leave the group when nothing is held (a crash leaves entries for reclaim).
+            pending: Any = await self.store.redis.xpending_range(
+                keys.TASK_STREAM, keys.RUNNER_GROUP, "-", "+", 1, consumername=self.name
+            )
+            if not pending:
+                await self.store.redis.xgroup_delconsumer(
+                    keys.TASK_STREAM, keys.RUNNER_GROUP, self.name
+                )

@@ -159,6 +159,22 @@ class UsageReport(BaseModel):
     data: dict[str, dict[str, float]]
 
 
+class PoolView(BaseModel):
+    pool: str
+    queued: int = Field(description="jobs in the pool's stream: waiting or held by a worker")
+    held: int
+    waiting: int
+    dead_lettered: int
+    workers: list[dict[str, Any]] = Field(description="live workers and their registration")
+    stats: dict[str, str]
+
+
+class WorkersReport(BaseModel):
+    local_pool: str | None = Field(description="the pool this gateway's local calls go to")
+    tasks_waiting: int
+    pools: list[PoolView]
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
 

@@ -68,10 +68,30 @@ class Settings(BaseSettings):
     max_document_tokens: Annotated[int, Field(gt=0)] = 2_000_000
     rate_limit_per_minute: Annotated[int, Field(gt=0)] = 600
     runner_concurrency: Annotated[int, Field(gt=0, le=256)] = 4
+    runner_heartbeat_s: Annotated[float, Field(gt=0)] = Field(
+        default=5.0,
+        description="a runner renews the tasks it holds this often; a task idle for three "
+        "heartbeats (its runner died) is reclaimed by another runner",
+    )
+    runner_max_deliveries: Annotated[int, Field(gt=0)] = Field(
+        default=3, description="a task whose runner died this many times is failed"
+    )
+    max_queued_tasks: Annotated[int, Field(gt=0)] = Field(
+        default=10_000, description="POST /v1/tasks answers 429 while this many tasks wait"
+    )
+    queue_full_retry_after_s: Annotated[int, Field(gt=0)] = 5
+    local_pool: str | None = Field(
+        default=None,
+        description="run local-model calls on queue workers of this pool (`minions-gw worker "
+        "--pool P`); unset, the gateway's in-process local engine runs them",
+    )
     task_max_cost_usd: Annotated[float | None, Field(gt=0)] = Field(
         default=None, description="cap (and budget reservation) for a task without max_cost_usd"
     )
     idempotency_ttl_s: Annotated[int, Field(gt=0)] = 24 * 3600
+    # The research sidecar: ``/v1/studies`` and ``/v1/analysis`` (gateway/studies.py).
+    study_threads: Annotated[int, Field(gt=0, le=64)] = 1
+    max_queued_studies: Annotated[int, Field(gt=0)] = 16
     event_stream_maxlen: Annotated[int, Field(gt=0)] = 10_000
 
     @field_validator("admin_key")

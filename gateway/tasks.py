@@ -11,7 +11,7 @@ from typing import Any
 from analysis.costs import PriceTable
 from gateway.budget import reservation_usd, worst_case_usd
 from gateway.documents import DocumentService
-from gateway.errors import BudgetExceeded, Conflict, NotFound
+from gateway.errors import BudgetExceeded, Conflict, NotFound, QueueFull
 from gateway.pool import EnginePool
 from gateway.runner import TaskRunner
 from gateway.schemas import TaskCreate, TaskList, TaskView
@@ -118,6 +118,7 @@ class TaskService:
         raise Conflict("a request with this Idempotency-Key is still in progress; retry")
 
     async def _create(self, key: ApiKey, body: TaskCreate, task_id: str) -> TaskRecord:
+        await self._check_queue()
         options = body.options
         protocol_options = options.protocol_options()
         remote = self.pool.remote_for(options.remote_model)
@@ -149,6 +150,16 @@ class TaskService:
             await self.store.api_keys.settle(key.id, reserved, 0)
             raise
         return record
+
+    async def _check_queue(self) -> None:
+        """Backpressure: refuse new tasks (429 + Retry-After) while the queue is full."""
+        waiting = await self.store.tasks.queue_depth()
+        if waiting >= self.settings.max_queued_tasks:
+            raise QueueFull(
+                f"the task queue is full ({waiting} tasks waiting, at most "
+                f"{self.settings.max_queued_tasks}); retry later",
+                retry_after_s=self.settings.queue_full_retry_after_s,
+            )
 
     async def get(self, key: ApiKey, task_id: str) -> TaskRecord:
         record = await self.store.tasks.get(task_id) if len(task_id) <= 64 else None

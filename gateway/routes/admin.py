@@ -1,4 +1,4 @@
-"""``/v1/admin``: API keys and usage. Admin keys only."""
+"""``/v1/admin``: API keys, usage and queue workers. Admin keys only."""
 
 from __future__ import annotations
 
@@ -9,9 +9,19 @@ from fastapi import APIRouter
 from gateway.auth import AdminKey
 from gateway.deps import ServicesDep
 from gateway.errors import NotFound
-from gateway.schemas import ErrorEnvelope, KeyCreate, KeyCreated, KeyList, KeyView, UsageReport
+from gateway.schemas import (
+    ErrorEnvelope,
+    KeyCreate,
+    KeyCreated,
+    KeyList,
+    KeyView,
+    PoolView,
+    UsageReport,
+    WorkersReport,
+)
 from gateway.store import ApiKey
 from gateway.store.api_keys import NANO
+from workers.queue import all_pools
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -72,3 +82,22 @@ async def usage(
         row["exact_match_rate"] = counters["exact_match"] / graded if graded else 0.0
         data[value] = row
     return UsageReport(by=by, data=data)
+
+
+@router.get("/workers", response_model=WorkersReport, responses=ERRORS)
+async def workers(_: AdminKey, services: ServicesDep) -> WorkersReport:
+    """Local-model queue workers: every pool with its live workers and queue depth."""
+    redis = services.store.redis
+    local_pool = services.settings.local_pool
+    pools = [PoolView(**depth.to_dict()) for depth in await all_pools(redis)]
+    if local_pool is not None and local_pool not in {pool.pool for pool in pools}:
+        pools.append(
+            PoolView(
+                pool=local_pool, queued=0, held=0, waiting=0, dead_lettered=0, workers=[], stats={}
+            )
+        )
+    return WorkersReport(
+        local_pool=local_pool,
+        tasks_waiting=await services.store.tasks.queue_depth(),
+        pools=pools,
+    )

@@ -1,5 +1,5 @@
 """The gateway's state, all in Redis: tasks and their queue, documents, event streams,
-idempotency keys, API keys, budgets, rate limits and usage. Key names: ``gateway.keys``."""
+idempotency keys, API keys, budgets, rate limits and usage. Key names: ``workers.keys``."""
 
 from __future__ import annotations
 

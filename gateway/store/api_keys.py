@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from gateway import keys
+from workers import keys
 
 NANO = 1_000_000_000  # budgets and spend are integers of nano-USD: no float drift in Redis
 BOOTSTRAP_ID = "bootstrap"

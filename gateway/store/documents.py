@@ -15,8 +15,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from gateway import keys
 from protocols.task import Document
+from workers import keys
 
 
 def document_id(owner: str, document: Document) -> str:

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from gateway import keys
+from workers import keys
 
 TERMINAL_EVENTS = frozenset({"final", "error", "cancelled"})
 

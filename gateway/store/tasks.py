@@ -1,5 +1,6 @@
-"""Task records (one Redis hash each), their status transitions (atomic, in Lua), the queue the
-runner takes them from, listing with cursors, and idempotency keys."""
+"""Task records (one Redis hash each), their status transitions (atomic, in Lua), the task stream
+runners read through a consumer group (``gateway.runner``), listing with cursors, and idempotency
+keys."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
 
-from gateway import keys
 from gateway.store.documents import StoredDocument
+from workers import keys
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -32,25 +33,17 @@ end
 return current
 """
 
-# Create a task in one command. KEYS: the task hash, all tasks, the key's tasks, the queue, then
-# one key per new document. ARGV: task id, "1" to enqueue, the document payloads (one per document
-# key), then the hash's field/value pairs. Documents are written only if absent.
+# Create a task in one command. KEYS: the task hash, all tasks, the key's tasks, the task stream,
+# then one key per new document. ARGV: task id, "1" to enqueue, the document payloads (one per
+# document key), then the hash's field/value pairs. Documents are written only if absent.
 _CREATE = """
 local documents = #KEYS - 4
 for i = 1, documents do redis.call('SET', KEYS[4 + i], ARGV[2 + i], 'NX') end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3 + documents))
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
-if ARGV[2] == '1' then redis.call('LPUSH', KEYS[4], ARGV[1]) end
+if ARGV[2] == '1' then redis.call('XADD', KEYS[4], '*', 'task', ARGV[1]) end
 return 1
-"""
-
-# Move every id in KEYS[1] (running) back to the head of KEYS[2] (queue); returns the ids.
-_REQUEUE_ALL = """
-local ids = redis.call('LRANGE', KEYS[1], 0, -1)
-for _, id in ipairs(ids) do redis.call('RPUSH', KEYS[2], id) end
-redis.call('DEL', KEYS[1])
-return ids
 """
 
 
@@ -145,14 +138,13 @@ class TaskStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
         self._transition = redis.register_script(_TRANSITION)
-        self._requeue_all = redis.register_script(_REQUEUE_ALL)
         self._create = redis.register_script(_CREATE)
 
     async def create(
         self, record: TaskRecord, *, enqueue: bool, documents: Sequence[StoredDocument] = ()
     ) -> None:
         """Store the task (and its new documents) and queue it, atomically (one script)."""
-        names = [keys.task(record.id), keys.TASKS, keys.tasks_of(record.key_id), keys.QUEUE]
+        names = [keys.task(record.id), keys.TASKS, keys.tasks_of(record.key_id), keys.TASK_STREAM]
         names += [keys.document(document.id) for document in documents]
         args: list[str] = [record.id, "1" if enqueue else "0"]
         args += [document.payload() for document in documents]
@@ -181,15 +173,21 @@ class TaskStore:
         pipe.hset(keys.task(task_id), mapping=_mapping(fields))
 
     @staticmethod
-    def queue_done(pipe: Any, task_id: str) -> None:
-        """Out of the running list: the runner is finished with it."""
-        pipe.lrem(keys.RUNNING, 0, task_id)
+    def queue_done(pipe: Any, entry_id: str) -> None:
+        """The runner is finished with the stream entry: acknowledge and delete it."""
+        pipe.xack(keys.TASK_STREAM, keys.RUNNER_GROUP, entry_id)
+        pipe.xdel(keys.TASK_STREAM, entry_id)
+
+    @classmethod
+    def queue_requeue(cls, pipe: Any, task_id: str, entry_id: str) -> None:
+        """Back into the queue as a new entry (a clean shutdown interrupted it)."""
+        cls.queue_done(pipe, entry_id)
+        pipe.xadd(keys.TASK_STREAM, {"task": task_id})
 
     @staticmethod
-    def queue_requeue(pipe: Any, task_id: str) -> None:
-        """Back to the front of the queue (it is taken next), out of the running list."""
-        pipe.lrem(keys.RUNNING, 0, task_id)
-        pipe.rpush(keys.QUEUE, task_id)
+    def queue_forget_checkpoints(pipe: Any, task_id: str) -> None:
+        """A task that ended needs no recorded remote replies or local job results any more."""
+        pipe.delete(keys.task_remote_calls(task_id), keys.job_results(task_id))
 
     async def request_cancel(self, task_id: str) -> None:
         await self.redis.hset(keys.task(task_id), "cancel_requested", "1")
@@ -213,23 +211,19 @@ class TaskStore:
         return [TaskRecord.from_hash(row) for row in rows if row]
 
     # -- the queue ------------------------------------------------------------------------
-    async def take(self, timeout_s: int) -> str | None:
-        """Block until a queued id is there; it moves to the running list atomically."""
-        task_id = await self.redis.blmove(keys.QUEUE, keys.RUNNING, timeout_s, "RIGHT", "LEFT")
-        return str(task_id) if task_id is not None else None
-
-    async def done(self, task_id: str) -> None:
-        await self.redis.lrem(keys.RUNNING, 0, task_id)
-
-    async def requeue_orphans(self) -> list[str]:
-        """Ids left in the running list by a previous process go back to the queue."""
-        return [
-            str(task_id)
-            for task_id in await self._requeue_all(keys=[keys.RUNNING, keys.QUEUE], args=[])
-        ]
+    async def done(self, entry_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self.queue_done(pipe, entry_id)
+            await pipe.execute()
 
     async def queue_depth(self) -> int:
-        return int(await self.redis.llen(keys.QUEUE))
+        """Tasks waiting in the stream: its entries less those a runner holds."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(keys.TASK_STREAM)
+            pipe.xpending(keys.TASK_STREAM, keys.RUNNER_GROUP)
+            length, pending = await pipe.execute(raise_on_error=False)
+        held = int(pending["pending"]) if isinstance(pending, dict) else 0
+        return max(0, int(length) - held) if isinstance(length, int) else 0
 
     # -- idempotency ----------------------------------------------------------------------
     async def claim_idempotency(

@@ -7,7 +7,7 @@ from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
 
-from gateway import keys
+from workers import keys
 
 UsageBy = Literal["key", "protocol", "day"]
 DIMENSIONS: tuple[UsageBy, ...] = ("key", "protocol", "day")

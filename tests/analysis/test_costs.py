@@ -55,7 +55,9 @@ def test_default_table_prices_common_models_and_not_local_ones() -> None:
 
 def test_override_file_replaces_and_adds_models(tmp_path: Path) -> None:
     path = tmp_path / "prices.toml"
-    path.write_text('[models."gpt-4o"]\ninput = 1.0\noutput = 2.0\n[models."my-model"]\ninput = 3\noutput = 4\n')
+    path.write_text(
+        '[models."gpt-4o"]\ninput = 1.0\noutput = 2.0\n[models."my-model"]\ninput = 3\noutput = 4\n'
+    )
     table = PriceTable.load(path)
     assert table.cost("gpt-4o", Usage(1_000_000, 0)) == pytest.approx(1.0)
     assert table.has_price("my-model")

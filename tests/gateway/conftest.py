@@ -3,14 +3,11 @@ flushed for every test, and the app over scripted engines (in process, or served
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -21,24 +18,6 @@ from gateway.engines import EngineSet
 from gateway.settings import Settings
 from gateway.store import EmbeddedRedis, Store
 from gateway.store.connection import client_for
-
-
-@cache
-def _root_conftest() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_mgw_root_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def __getattr__(name: str) -> Any:
-    """``from conftest import MODEL_CACHE_DIR`` in this directory finds this file (pytest loads
-    conftests under one module name); hand out the root conftest's names."""
-    if name.startswith("__"):
-        raise AttributeError(name)
-    return getattr(_root_conftest(), name)
 
 
 @pytest.fixture(scope="session")

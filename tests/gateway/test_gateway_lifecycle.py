@@ -7,8 +7,8 @@ from typing import Any
 
 from gateway_helpers import ADMIN_KEY, CODE_DOC, GatedEngine, Gateway, auth, scripted_engines
 
-from gateway import keys
 from gateway.store import Store
+from workers import keys
 
 SLOW = {
     "protocol": "minions",
@@ -67,11 +67,13 @@ async def test_shutdown_requeues_running_tasks_and_the_next_start_finishes_them(
         body = {**SLOW, "question": "What is the access code?"}
         waiting = (await gw.client.post("/v1/tasks", json=body, headers=auth(key))).json()["id"]
         await gw.engines.remote.started.wait()
-    # Clean shutdown: both are queued again, the interrupted one first.
-    queue = await store.redis.lrange(keys.QUEUE, 0, -1)
-    assert queue[-1] == running and waiting in queue
+    # Clean shutdown: both are queued again (the interrupted one as a new stream entry), and no
+    # runner holds anything.
+    entries = await store.redis.xrange(keys.TASK_STREAM)
+    assert sorted(fields["task"] for _, fields in entries) == sorted([running, waiting])
     assert (await store.tasks.get(running)).status == "queued"  # type: ignore[union-attr]
-    assert await store.redis.llen(keys.RUNNING) == 0
+    pending = await store.redis.xpending(keys.TASK_STREAM, keys.RUNNER_GROUP)
+    assert pending["pending"] == 0
     # The next start (engines that no longer hang) runs both to the end.
     async with make_gateway(engines=scripted_engines(hang_on=None)) as gw:
         for task_id in (running, waiting):
@@ -81,17 +83,29 @@ async def test_shutdown_requeues_running_tasks_and_the_next_start_finishes_them(
     assert record is not None and record.reserved_nano == 0
 
 
-async def test_ids_left_running_by_a_crash_are_requeued_at_start(
-    make_gateway: Callable[..., Any], store: Store
+async def test_a_task_whose_runner_died_is_reclaimed_and_reuses_its_remote_replies(
+    make_gateway: Callable[..., Any], store: Store, monkeypatch: Any
 ) -> None:
+    # A first run that keeps its recorded remote replies (as a run that died would).
+    monkeypatch.setattr(store.tasks, "queue_forget_checkpoints", lambda pipe, task_id: None)
     async with make_gateway(runner_concurrency=1) as gw:
         key = await gw.new_key()
-        body = {**SLOW, "protocol": "local_only", "question": "What is the access code?"}
+        body = {**SLOW, "question": "What is the access code?"}
         task_id = (await gw.client.post("/v1/tasks", json=body, headers=auth(key))).json()["id"]
-        await gw.wait_for(task_id, key)
-    # Simulate a crash mid-task: the record says running and the id sits in the running list.
-    await store.tasks.update(task_id, {"status": "queued", "result": None})
-    await store.redis.rpush(keys.RUNNING, task_id)
-    async with make_gateway() as gw:
+        assert (await gw.wait_for(task_id, key))["status"] == "succeeded"
+        first_calls = len(gw.engines.remote.calls)
+    assert first_calls > 0
+    assert await store.redis.hlen(keys.task_remote_calls(task_id)) > 0
+    monkeypatch.undo()
+    # Simulate the runner dying mid-task: the record says running and a consumer that no longer
+    # renews it holds the task's entry.
+    await store.tasks.update(task_id, {"status": "running", "result": None})
+    await store.redis.xadd(keys.TASK_STREAM, {"task": task_id})
+    await store.redis.xreadgroup(keys.RUNNER_GROUP, "dead-runner", {keys.TASK_STREAM: ">"})
+    async with make_gateway(runner_heartbeat_s=0.1) as gw:
         task = await gw.wait_for(task_id, ADMIN_KEY)
         assert task["status"] == "succeeded"
+        assert gw.engines.remote.calls == []  # every remote reply was reused, none paid twice
+        assert gw.services.runner.reclaimed == 1  # type: ignore[attr-defined]
+    assert await store.redis.xlen(keys.TASK_STREAM) == 0
+    assert not await store.redis.exists(keys.task_remote_calls(task_id))
