@@ -14,6 +14,7 @@ import numpy as np
 
 from analysis.studies.ssm.depth import DepthCurves
 from analysis.studies.ssm.learn_a import LearnAResult
+from analysis.studies.ssm.mimo import MimoCurves
 from analysis.studies.ssm.theory import Array
 from analysis.studies.ssm.training import Trace
 
@@ -137,6 +138,26 @@ def depth_figure(curves: list[DepthCurves], path: Path) -> str:
         ax.legend(fontsize=7)
         axes[1, col].semilogy(t, curve.loss[s], "-")
         axes[1, col].set(xlabel="t / τ", ylabel="loss", title="stage-like plateaus")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def mimo_figure(curves: MimoCurves, path: Path) -> str:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    s = thin(len(curves.t_over_tau))
+    t = curves.t_over_tau[s]
+    for ax, measured, title in (
+        (axes[0], curves.strengths, "aligned balanced init"),
+        (axes[1], curves.random_strengths, "random small init"),
+    ):
+        for i, sv in enumerate(curves.singular_values):
+            (line,) = ax.plot(t, measured[s, i], "-", lw=2, alpha=0.6, label=f"s = {sv:g}")
+            ax.plot(t, curves.predicted[s, i], "--", color=line.get_color(), lw=1)
+        ax.plot([], [], "k--", lw=1, label="deep linear network (logistic)")
+        ax.set(xlabel="t / τ", ylabel="u_i / s_i", title=f"MIMO SSM, {title}")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -73,6 +73,22 @@ class Params(StudyParams):
     )
     depth_spot_steps: int = Field(default=150, ge=10)
 
+    # experiment 6: MIMO complex-diagonal SSM, (B, C) learned with Λ fixed; optional pole learning
+    mimo_inputs: int = Field(default=4, ge=1)
+    mimo_outputs: int = Field(default=4, ge=1)
+    mimo_latent: int = Field(default=8, ge=1)
+    mimo_seq_len: int = Field(default=64, ge=8)
+    mimo_singular_values: list[float] = Field(default_factory=lambda: [4.0, 2.0, 1.0, 0.5])
+    mimo_pole_decay: float = Field(default=0.2, gt=0.0, description="|λ| = e^{-κ}")
+    mimo_pole_freq: float = Field(default=0.1, gt=0.0, lt=0.5)
+    mimo_lr_scale: float = Field(default=0.02, gt=0.0, le=0.2)
+    mimo_init_fraction: float = Field(default=1e-3, gt=0.0, lt=1.0, description="u0 / s_max")
+    mimo_horizon: float = Field(default=1.6, ge=1.0, description="run / slowest half-time")
+    mimo_learn_pole_steps: int = Field(default=300, ge=0)
+    mimo_pole_lr: float = Field(default=0.02, gt=0.0)
+    mimo_pole_init_scale: float = Field(default=0.9, gt=0.0)
+    mimo_pole_init_turn: float = Field(default=0.15, description="radians")
+
     @model_validator(mode="after")
     def _check_lists(self) -> Params:
         if len(self.depth_mode_freqs) != len(self.depth_mode_gains):
@@ -81,6 +97,10 @@ class Params(StudyParams):
             raise ValueError("depth_mode_freqs must lie strictly between 0 and 0.5")
         if any(n < 1 for n in [*self.latent_sizes, *self.latent_spot_sizes, *self.depth_layers]):
             raise ValueError("latent sizes and depths must be >= 1")
+        if len(self.mimo_singular_values) > min(
+            self.mimo_inputs, self.mimo_outputs, self.mimo_latent
+        ):
+            raise ValueError("mimo_singular_values: at most min(P, Q, N) of them")
         if len(self.latent_sizes) < 3:
             raise ValueError("latent_sizes needs at least 3 sizes to fit a slope")
         return self
@@ -105,5 +125,11 @@ class Params(StudyParams):
                 init_jitter=0.1,
                 depth_mode_freqs=[f / 32 for f in (2, 4, 6, 8, 10, 12)],
                 depth_mode_gains=[1.0, 0.75, 0.55, 0.4, 0.3, 0.2],
+                mimo_inputs=16,
+                mimo_outputs=16,
+                mimo_latent=1024,
+                mimo_seq_len=16384,
+                mimo_singular_values=[8.0, 4.0, 2.0, 1.0, 0.5, 0.25],
+                mimo_learn_pole_steps=2000,
             )
         raise ValueError(f"preset: unknown {name!r}; choose 'quick' or 'full'")

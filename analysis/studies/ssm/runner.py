@@ -1,4 +1,4 @@
-"""``run``: all five experiments, figures, and the metrics ``result.json`` is built from."""
+"""``run``: all six experiments, figures, and the metrics ``result.json`` is built from."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from analysis.studies.ssm.fixed_a import (
 )
 from analysis.studies.ssm.latent import latent_sweep
 from analysis.studies.ssm.learn_a import learn_a
+from analysis.studies.ssm.mimo import mimo_experiment
 from analysis.studies.ssm.params import Params
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ SEED_OFFSETS = {
     "learn_a": 3000,
     "latent": 4000,
     "depth": 5000,
+    "mimo": 6000,
 }
 
 
@@ -67,7 +69,7 @@ def run(params: Params, progress: Progress, out_dir: Path) -> StudyResult:
     """Run the study; figures go to ``out_dir``, metrics into the returned result."""
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(params.seed)
-    total = params.n_seeds + 5 + len(params.depth_layers)
+    total = params.n_seeds + 6 + len(params.depth_layers)
     done = 0
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -121,6 +123,10 @@ def run(params: Params, progress: Progress, out_dir: Path) -> StudyResult:
         depth, depth_curves = depth_experiment(params, generator(params, "depth"))
         advance("depth", len(params.depth_layers))
 
+        # 6. MIMO complex-diagonal SSM
+        mimo, mimo_curves = mimo_experiment(params, generator(params, "mimo"))
+        advance("mimo")
+
         figure_names = [
             figures.fixed_a_figure(
                 curves, ssm_trace, dln_trace, dln_stats["w_star"], out_dir / "fixed_a.png"
@@ -128,6 +134,7 @@ def run(params: Params, progress: Progress, out_dir: Path) -> StudyResult:
             figures.learn_a_figure(learned, out_dir / "learn_a.png"),
             figures.latent_figure(sweep, out_dir / "latent_sweep.png"),
             figures.depth_figure(depth_curves, out_dir / "depth_modes.png"),
+            figures.mimo_figure(mimo_curves, out_dir / "mimo_modes.png"),
         ]
         advance("figures")
 
@@ -137,6 +144,7 @@ def run(params: Params, progress: Progress, out_dir: Path) -> StudyResult:
         "learn_a": learned.summary,
         "latent_sweep": sweep,
         "depth": depth,
+        "mimo": mimo,
         "seeds": {
             "base": params.seed,
             "data_seeds": [params.seed + i for i in range(params.n_seeds)],

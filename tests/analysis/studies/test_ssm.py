@@ -24,6 +24,7 @@ from analysis.studies.ssm.depth import (
 from analysis.studies.ssm.fixed_a import dln_equivalence, fixed_a_one, make_problem
 from analysis.studies.ssm.latent import latent_sweep
 from analysis.studies.ssm.learn_a import learn_a
+from analysis.studies.ssm.mimo import mimo_experiment, transfer_matrix, transfers
 from analysis.studies.ssm.spectral import (
     DTYPE,
     Spectra,
@@ -286,6 +287,14 @@ def test_tiny_end_to_end_run_writes_result_and_figures(tmp_path: Path) -> None:
         depth_init_w=0.1,
         depth_lr_scale=0.05,
         depth_spot_steps=10,
+        mimo_inputs=2,
+        mimo_outputs=2,
+        mimo_latent=3,
+        mimo_seq_len=16,
+        mimo_singular_values=[2.0, 1.0],
+        mimo_lr_scale=0.1,
+        mimo_init_fraction=0.01,
+        mimo_learn_pole_steps=10,
     )
     reports: list[tuple[int, int]] = []
     result = run_study("ssm", params, tmp_path, progress=lambda d, t, m="": reports.append((d, t)))
@@ -299,5 +308,33 @@ def test_tiny_end_to_end_run_writes_result_and_figures(tmp_path: Path) -> None:
     assert "a_final" in metrics["learn_a"] and len(metrics["depth"]["per_depth"]) == 2
     assert metrics["seeds"]["data_seeds"] == [0]
     assert sorted(result.figures) == sorted(p.name for p in tmp_path.glob("*.png"))
-    assert len(result.figures) == 4
+    assert len(result.figures) == 5
+    assert metrics["mimo"]["in_order_of_strength"] in (True, False)
     assert reports[-1][0] == reports[-1][1]
+
+
+def test_mimo_transfer_matrix_is_the_recurrence() -> None:
+    """``H_k = C diag(g̃_k(λ_n)) B`` is the DFT of the stepped recurrence."""
+    g0 = gen(7)
+    lam = torch.tensor([0.8 * cmath.exp(0.7j), 0.5 * cmath.exp(2.0j), -0.3 + 0j])
+    b = torch.randn(3, 2, generator=g0, dtype=DTYPE)
+    c = torch.randn(4, 3, generator=g0, dtype=DTYPE)
+    seq_len = 32
+    h = transfer_matrix(c, transfers(lam, seq_len), b)
+    state = torch.zeros(3, 2, dtype=torch.complex128)
+    kernel = []
+    for step in range(seq_len):
+        state = lam[:, None] * state + (b.to(torch.complex128) if step == 0 else 0.0)
+        kernel.append(torch.real(c.to(torch.complex128) @ state))
+    expected = torch.fft.fft(torch.stack(kernel), dim=0)
+    assert torch.allclose(h, expected, atol=1e-10)
+
+
+def test_quick_preset_mimo_modes_follow_the_deep_linear_network() -> None:
+    summary, curves = mimo_experiment(Params.preset("quick"), gen(6000))
+    assert summary["max_half_time_rel_error"] < 0.03
+    assert summary["max_curve_abs_error"] < 0.05
+    assert summary["in_order_of_strength"]
+    assert np.all(np.diff(summary["half_time_aligned"]) > 0)
+    assert summary["learn_pole"]["pole_rel_error"] < 1e-3
+    assert curves.strengths.shape[1] == 4
