@@ -2,7 +2,9 @@
 
 The app installs ``authenticate`` as a global dependency, so a new route is protected without
 doing anything; only the paths in ``PUBLIC_PATHS`` are open. Keys are looked up by the id they
-carry and compared by SHA-256 hash in constant time (``gateway.store.api_keys``).
+carry and compared by SHA-256 hash in constant time (``gateway.store.api_keys``); a verified key
+is kept for ``auth_cache_ttl_s`` (default 2 s), so revoking it from another process (the CLI, a
+second gateway) takes effect within that time, and at once on the gateway that revoked it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.errors import Forbidden, RateLimited, Unauthorized
+from gateway.settings import Settings
 from gateway.store import ApiKey, Store
 
 PUBLIC_PATHS = frozenset(
@@ -43,10 +46,11 @@ async def authenticate(
     if len(token) > MAX_TOKEN_CHARS:
         raise Unauthorized("the API key is not valid")
     store: Store = request.app.state.store
-    key, count = await store.api_keys.authenticate(token)
+    settings: Settings = request.app.state.settings
+    key = await store.api_keys.authenticate(token, settings.auth_cache_ttl_s)
     if key is None:
         raise Unauthorized("the API key is not valid")
-    if count > key.rate_limit_per_minute:
+    if not await store.api_keys.rate_limits.allow(key.id, key.rate_limit_per_minute):
         retry_after = max(1, 60 - int(time.time()) % 60)
         raise RateLimited(
             f"rate limit exceeded: {key.rate_limit_per_minute} requests a minute for this key; "

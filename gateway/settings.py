@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     max_documents: Annotated[int, Field(gt=0, le=64)] = 16
     max_document_tokens: Annotated[int, Field(gt=0)] = 2_000_000
     rate_limit_per_minute: Annotated[int, Field(gt=0)] = 600
+    auth_cache_ttl_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="how long a verified API key is trusted without a Redis lookup; a key "
+        "revoked by another process stops working within this time (0: look up every request)",
+    )
     runner_concurrency: Annotated[int, Field(gt=0, le=256)] = 4
     runner_heartbeat_s: Annotated[float, Field(gt=0)] = Field(
         default=5.0,

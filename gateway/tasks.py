@@ -31,7 +31,7 @@ class BudgetService:
         self.prices = prices
         self.settings = settings
 
-    async def reserve(
+    def plan(
         self,
         key: ApiKey,
         protocol: str,
@@ -40,7 +40,8 @@ class BudgetService:
         stand_in: bool,
         max_cost_usd: float | None,
     ) -> tuple[int, float | None]:
-        """(nano-USD reserved, the task's cost cap). Raises ``BudgetExceeded`` (402)."""
+        """(nano-USD to reserve, the task's cost cap). Raises ``BudgetExceeded`` (402) when the
+        key has a budget and the remote model has no price to hold it to."""
         unpriced = not stand_in and not self.prices.has_price(remote.model)
         if unpriced and protocol != "local_only" and key.budget_nano is not None:
             raise BudgetExceeded(
@@ -50,15 +51,31 @@ class BudgetService:
             )
         worst = worst_case_usd(protocol, options, remote, self.prices, stand_in=stand_in)
         amount_usd, cap = reservation_usd(worst, max_cost_usd, self.settings.task_max_cost_usd)
-        amount = to_nano(amount_usd)
+        return to_nano(amount_usd), cap
+
+    @staticmethod
+    def refused(key: ApiKey, amount_nano: int, available_nano: int | None) -> BudgetExceeded:
+        left = (available_nano or 0) / NANO
+        return BudgetExceeded(
+            f"budget exceeded: this task may cost up to ${amount_nano / NANO:.6f} and the key "
+            f"has ${max(left, 0):.6f} of its ${(key.budget_usd or 0):.6f} budget left (spent or "
+            "reserved by running tasks); lower options.max_cost_usd or raise the budget"
+        )
+
+    async def reserve(
+        self,
+        key: ApiKey,
+        protocol: str,
+        options: Options,
+        remote: Engine,
+        stand_in: bool,
+        max_cost_usd: float | None,
+    ) -> tuple[int, float | None]:
+        """``plan``, then reserve the amount on the key now (a task that runs at once)."""
+        amount, cap = self.plan(key, protocol, options, remote, stand_in, max_cost_usd)
         reservation = await self.store.api_keys.reserve(key.id, amount)
         if not reservation.granted:
-            left = (reservation.available_nano or 0) / NANO
-            raise BudgetExceeded(
-                f"budget exceeded: this task may cost up to ${amount_usd:.6f} and the key has "
-                f"${max(left, 0):.6f} of its ${(key.budget_usd or 0):.6f} budget left (spent or "
-                "reserved by running tasks); lower options.max_cost_usd or raise the budget"
-            )
+            raise self.refused(key, amount, reservation.available_nano)
         return amount, cap
 
 
@@ -118,13 +135,12 @@ class TaskService:
         raise Conflict("a request with this Idempotency-Key is still in progress; retry")
 
     async def _create(self, key: ApiKey, body: TaskCreate, task_id: str) -> TaskRecord:
-        await self._check_queue()
         options = body.options
         protocol_options = options.protocol_options()
         remote = self.pool.remote_for(options.remote_model)
         stand_in = self.pool.stand_in and options.remote_model is None
         stored, inline = await self.documents.resolve(key, body.documents)
-        reserved, cap = await self.budgets.reserve(
+        amount, cap = self.budgets.plan(
             key, body.protocol, Options(**protocol_options), remote, stand_in, options.max_cost_usd
         )
         record = TaskRecord(
@@ -133,7 +149,7 @@ class TaskService:
             protocol=body.protocol,
             status="queued",
             created_at=time.time(),
-            reserved_nano=reserved,
+            reserved_nano=amount,
             request={
                 "question": body.question,
                 "document_ids": [doc.id for doc in stored],
@@ -144,22 +160,19 @@ class TaskService:
                 "reference_answer": body.reference_answer,
             },
         )
-        try:
-            await self.store.tasks.create(record, enqueue=True, documents=inline)
-        except BaseException:
-            await self.store.api_keys.settle(key.id, reserved, 0)
-            raise
-        return record
-
-    async def _check_queue(self) -> None:
-        """Backpressure: refuse new tasks (429 + Retry-After) while the queue is full."""
-        waiting = await self.store.tasks.queue_depth()
-        if waiting >= self.settings.max_queued_tasks:
+        # Backpressure, the budget reservation and the write are one atomic script.
+        admission = await self.store.tasks.create(
+            record, enqueue=True, documents=inline, max_waiting=self.settings.max_queued_tasks
+        )
+        if admission.outcome == "queue_full":
             raise QueueFull(
-                f"the task queue is full ({waiting} tasks waiting, at most "
+                f"the task queue is full ({admission.waiting} tasks waiting, at most "
                 f"{self.settings.max_queued_tasks}); retry later",
                 retry_after_s=self.settings.queue_full_retry_after_s,
             )
+        if admission.outcome == "budget":
+            raise self.budgets.refused(key, amount, admission.available_nano)
+        return record
 
     async def get(self, key: ApiKey, task_id: str) -> TaskRecord:
         record = await self.store.tasks.get(task_id) if len(task_id) <= 64 else None
@@ -242,5 +255,6 @@ def view(record: TaskRecord) -> TaskView:
         "error": record.error,
         "partial_usage": record.partial_usage,
         "accuracy": record.accuracy,
+        "mi": record.mi,
     }
     return TaskView.model_validate(data)

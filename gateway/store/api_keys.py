@@ -1,5 +1,5 @@
-"""API keys (stored only as SHA-256 hashes), budgets (reserve and settle atomically in Lua) and
-per-key rate limits (fixed one-minute windows)."""
+"""API keys (stored only as SHA-256 hashes, verified keys cached for a moment), budgets (reserve
+and settle atomically in Lua) and per-key rate limits (``gateway.store.rate_limits``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from gateway.store.rate_limits import RateLimiter
 from workers import keys
 
 NANO = 1_000_000_000  # budgets and spend are integers of nano-USD: no float drift in Redis
@@ -43,14 +44,6 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'reserved_nano', -tonumber(ARGV[1]))
 redis.call('HINCRBY', KEYS[1], 'spent_nano', tonumber(ARGV[2]))
 return 1
-"""
-
-
-# The key record and this minute's request count (incremented), in one command.
-_AUTHENTICATE = """
-local count = redis.call('INCR', KEYS[2])
-if count == 1 then redis.call('EXPIRE', KEYS[2], 120) end
-return {count, redis.call('HGETALL', KEYS[1])}
 """
 
 
@@ -112,7 +105,10 @@ class ApiKeyStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
         self._reserve = redis.register_script(_RESERVE)
-        self._authenticate = redis.register_script(_AUTHENTICATE)
+        self.rate_limits = RateLimiter(redis)
+        # Verified keys by token hash: (monotonic expiry, key). A revocation here clears it at
+        # once; one in another process takes effect within the cache's time to live.
+        self._verified: dict[str, tuple[float, ApiKey]] = {}
         self._settle = redis.register_script(_SETTLE)
 
     async def create(
@@ -177,19 +173,27 @@ class ApiKeyStore:
         )
         return token
 
-    async def authenticate(self, token: str) -> tuple[ApiKey | None, int]:
-        """The key a token belongs to (compared in constant time) and this minute's request
-        count for it, in one round trip."""
-        key_id = key_id_of(token)
-        window = int(time.time() // 60)
-        count, flat = await self._authenticate(
-            keys=[keys.api_key(key_id), keys.rate(key_id, window)], args=[]
-        )
-        data = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
+    async def authenticate(self, token: str, cache_ttl_s: float = 0.0) -> ApiKey | None:
+        """The key a token belongs to (hashes compared in constant time), or None. With a
+        ``cache_ttl_s``, a key verified less than that long ago is not looked up again."""
+        digest = hash_token(token)
+        now = time.monotonic()
+        cached = self._verified.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        data = cast("dict[str, str]", await self.redis.hgetall(keys.api_key(key_id_of(token))))
         stored = data.get("hash", "")
         # Always compare, also for unknown ids, so timing says nothing about which ids exist.
-        valid = hmac.compare_digest(stored or "0" * 64, hash_token(token)) and bool(stored)
-        return (ApiKey.from_hash(data) if valid else None), int(count)
+        valid = hmac.compare_digest(stored or "0" * 64, digest) and bool(stored)
+        if not valid:
+            self._verified.pop(digest, None)
+            return None
+        key = ApiKey.from_hash(data)
+        if cache_ttl_s > 0:
+            if len(self._verified) > 10_000:
+                self._verified = {d: e for d, e in self._verified.items() if e[0] > now}
+            self._verified[digest] = (now + cache_ttl_s, key)
+        return key
 
     async def get(self, key_id: str) -> ApiKey | None:
         data = cast("dict[str, str]", await self.redis.hgetall(keys.api_key(key_id)))
@@ -204,6 +208,8 @@ class ApiKeyStore:
         return [ApiKey.from_hash(row) for row in rows if row]
 
     async def revoke(self, key_id: str) -> bool:
+        self._verified = {d: e for d, e in self._verified.items() if e[1].id != key_id}
+        self.rate_limits.forget(key_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.api_key(key_id))
             pipe.srem(keys.API_KEYS, key_id)

@@ -41,12 +41,21 @@ class EmbeddedRedis:
             logger.debug("embedded Redis cleanup failed", exc_info=True)
 
 
-def client_for(url: str) -> aioredis.Redis:
-    # Blocking reads (XREAD BLOCK, BLMOVE) wait at most a few seconds, well under the timeout.
-    return aioredis.Redis.from_url(
+MAX_CONNECTIONS = 512
+
+
+def client_for(url: str, max_connections: int = MAX_CONNECTIONS) -> aioredis.Redis:
+    # A blocking pool: past ``max_connections`` busy connections a command waits for one to be
+    # free (redis-py's default pool raises ``MaxConnectionsError`` at 100 concurrent commands,
+    # which a burst of requests or event followers reaches). Blocking reads (XREAD BLOCK, BLMOVE)
+    # wait at most a few seconds, well under the socket timeout.
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=30,
         decode_responses=True,
         health_check_interval=30,
         socket_timeout=30,
         socket_connect_timeout=5,
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both

@@ -33,23 +33,62 @@ end
 return current
 """
 
-# Create a task in one command. KEYS: the task hash, all tasks, the key's tasks, the task stream,
-# then one key per new document. ARGV: task id, "1" to enqueue, the document payloads (one per
-# document key), then the hash's field/value pairs. Documents are written only if absent.
+# Admit and create a task in one command, so a submit costs one round trip and the checks hold
+# under concurrency. KEYS: the task hash, all tasks, the key's tasks, the task stream, the API key
+# hash, then one key per new document. ARGV: task id, "1" to enqueue, the most tasks that may wait
+# ("-1": no limit), the runners' group, nano-USD to reserve on the key, the document payloads (one
+# per document key), then the hash's fields as one JSON object (one argument, not one per field:
+# the client packs every argument in Python). Documents are written only if absent.
+# Returns {'queue_full', waiting}, {'budget', available} or {'created', available} (-1: no budget).
 _CREATE = """
-local documents = #KEYS - 4
-for i = 1, documents do redis.call('SET', KEYS[4 + i], ARGV[2 + i], 'NX') end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3 + documents))
+local limit = tonumber(ARGV[3])
+if limit >= 0 then
+  local waiting = redis.call('XLEN', KEYS[4])
+  local pending = redis.pcall('XPENDING', KEYS[4], ARGV[4])
+  if type(pending) == 'table' and pending.err == nil then waiting = waiting - pending[1] end
+  if waiting >= limit then return {'queue_full', waiting} end
+end
+local amount = tonumber(ARGV[5])
+local available = -1
+if amount > 0 then
+  if redis.call('EXISTS', KEYS[5]) == 0 then return {'budget', 0} end
+  local budget = redis.call('HGET', KEYS[5], 'budget_nano')
+  if budget and budget ~= '' then
+    local spent = tonumber(redis.call('HGET', KEYS[5], 'spent_nano') or '0')
+    local reserved = tonumber(redis.call('HGET', KEYS[5], 'reserved_nano') or '0')
+    available = tonumber(budget) - spent - reserved
+    if amount > available then return {'budget', available} end
+    available = available - amount
+  end
+  redis.call('HINCRBY', KEYS[5], 'reserved_nano', amount)
+end
+local documents = #KEYS - 5
+for i = 1, documents do redis.call('SET', KEYS[5 + i], ARGV[5 + i], 'NX') end
+local fields = {}
+for name, value in pairs(cjson.decode(ARGV[6 + documents])) do
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+end
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
 if ARGV[2] == '1' then redis.call('XADD', KEYS[4], '*', 'task', ARGV[1]) end
-return 1
+return {'created', available}
 """
 
 
 def new_task_id() -> str:
     # Creation time first (ms, hex), so the lexical order of ids is their time order.
     return f"task_{int(time.time() * 1000):011x}{secrets.token_hex(5)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What ``TaskStore.create`` decided: created, or refused for a full queue or the budget."""
+
+    outcome: Literal["created", "queue_full", "budget"]
+    waiting: int = 0  # tasks waiting, when the queue was full
+    available_nano: int | None = None  # budget left (after the reservation when created)
 
 
 @dataclass
@@ -68,6 +107,7 @@ class TaskRecord:
     error: dict[str, Any] | None = None
     accuracy: dict[str, Any] | None = None
     partial_usage: dict[str, Any] | None = None
+    mi: dict[str, Any] | None = None  # gateway.mi_background: I(X; Z) of what crossed
     attempts: int = 0
     cancel_requested: bool = False
 
@@ -110,6 +150,7 @@ class TaskRecord:
             error=loads("error"),
             accuracy=loads("accuracy"),
             partial_usage=loads("partial_usage"),
+            mi=loads("mi"),
             attempts=int(data.get("attempts", "0")),
             cancel_requested=data.get("cancel_requested") == "1",
         )
@@ -141,16 +182,35 @@ class TaskStore:
         self._create = redis.register_script(_CREATE)
 
     async def create(
-        self, record: TaskRecord, *, enqueue: bool, documents: Sequence[StoredDocument] = ()
-    ) -> None:
-        """Store the task (and its new documents) and queue it, atomically (one script)."""
+        self,
+        record: TaskRecord,
+        *,
+        enqueue: bool,
+        documents: Sequence[StoredDocument] = (),
+        max_waiting: int | None = None,
+    ) -> Admission:
+        """Admit and store the task (and its new documents) and queue it, atomically: refused
+        when ``max_waiting`` tasks already wait, or when reserving ``record.reserved_nano`` on its
+        key would pass the key's budget (nothing is written then)."""
         names = [keys.task(record.id), keys.TASKS, keys.tasks_of(record.key_id), keys.TASK_STREAM]
+        names += [keys.api_key(record.key_id)]
         names += [keys.document(document.id) for document in documents]
-        args: list[str] = [record.id, "1" if enqueue else "0"]
+        args: list[str] = [
+            record.id,
+            "1" if enqueue else "0",
+            str(-1 if max_waiting is None else max_waiting),
+            keys.RUNNER_GROUP,
+            str(record.reserved_nano),
+        ]
         args += [document.payload() for document in documents]
-        for name, value in record.to_hash().items():
-            args += [name, value]
-        await self._create(keys=names, args=args)
+        args.append(json.dumps(record.to_hash()))
+        outcome, number = await self._create(keys=names, args=args)
+        if outcome == "queue_full":
+            return Admission("queue_full", waiting=int(number))
+        available = None if int(number) < 0 else int(number)
+        if outcome == "budget":
+            return Admission("budget", available_nano=available)
+        return Admission("created", available_nano=available)
 
     async def get(self, task_id: str) -> TaskRecord | None:
         data = cast("dict[str, str]", await self.redis.hgetall(keys.task(task_id)))
