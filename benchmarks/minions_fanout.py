@@ -146,7 +146,12 @@ async def remote_tokens(engines: EngineSet, args: argparse.Namespace) -> dict[st
     synthetic = make_document(args.pages, seed=2)
     task = Task(question=synthetic.question, documents=(synthetic.document,))
     prices = Settings().prices()
-    options = {"max_rounds": args.rounds, "remote_max_tokens": 256, "job_max_tokens": 96}
+    options = {
+        "max_rounds": args.rounds,
+        "remote_max_tokens": 512,
+        "job_max_tokens": 96,
+        "max_tasks_per_round": 4,
+    }
     report: dict[str, Any] = {
         "pages": args.pages,
         "max_rounds": args.rounds,

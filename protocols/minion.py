@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from protocols import prompts
 from protocols.base import (
+    CHAT_TEMPLATE_MARGIN,
     Protocol,
     RunState,
     chunk_source,
@@ -154,7 +155,42 @@ class Minion(Protocol):
                 continue
             record.local_outputs.append(LocalOutput(chunk_id=chunk.id, answer=text))
             parts.append(f"[{chunk_source(chunk)}] {text}")
-        return "\n".join(parts) or NOTHING_FOUND
+        notes = "\n".join(parts)
+        if not notes:
+            return NOTHING_FOUND
+        if self.local.count_tokens(notes) <= options.local_max_tokens:
+            return notes
+        # The chunk answers together are longer than one local reply may be: the local model
+        # merges them, so the remote still reads one reply of at most local_max_tokens.
+        return await self._combine(state, record, notes, message)
+
+    async def _combine(self, state: RunState, record: RoundRecord, notes: str, message: str) -> str:
+        options = state.options
+        frame = prompts.render("minion_local_combine", notes="", message=message)
+        room = self.local.context_window - options.local_max_tokens - CHAT_TEMPLATE_MARGIN
+        room -= self.local.count_tokens(frame)
+        tokens = self.local.count_tokens(notes)
+        if tokens > room:
+            state.warn(
+                f"round {record.round}: chunk answers of {tokens} tokens were clipped "
+                f"to {room} to be combined"
+            )
+            while tokens > room > 0:
+                notes = notes[: int(len(notes) * room / tokens * 0.95)]
+                tokens = self.local.count_tokens(notes)
+        request = GenerationRequest.from_prompt(
+            prompts.render("minion_local_combine", notes=notes, message=message),
+            max_tokens=options.local_max_tokens,
+            temperature=options.temperature,
+            seed=options.seed,
+        )
+        result = await state.recorder.generate_one("local", "combine", request, round=record.round)
+        combined = result.text.strip()
+        if not combined or is_empty_answer(combined):
+            return NOTHING_FOUND
+        # Its context is the whole documents (no chunk id), like an unchunked reply.
+        record.local_outputs.append(LocalOutput(answer=combined))
+        return combined
 
     def _clip_message(self, state: RunState, message: str) -> str:
         tokens = self.local.count_tokens(message)

@@ -105,7 +105,9 @@ class MinionS(Protocol):
             max_tokens=options.remote_max_tokens,
             retries=options.json_retries,
             context={"chunk_count": len(chunks), "max_tasks": options.max_tasks_per_round},
-            schema=job_plan_schema(options.max_tasks_per_round, len(chunks)),
+            schema=job_plan_schema(
+                options.max_tasks_per_round, len(chunks), options.remote_max_tokens
+            ),
         )
         record.remote_messages += [RemoteMessage(purpose="decompose", text=t) for t in reply.raw]
         if reply.value is None:

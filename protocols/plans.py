@@ -193,18 +193,38 @@ def job_output_schema(max_tokens: int) -> dict[str, Any]:
     return schema
 
 
-def job_plan_schema(max_tasks: int, chunk_count: int) -> dict[str, Any]:
+# Characters of a plan's JSON around its tasks, and of one task's keys, quotes and the keyword
+# selection's wrapper; a task's own texts get at least _MIN_TASK_CHARS.
+_PLAN_SYNTAX_CHARS = 24
+_TASK_SYNTAX_CHARS = 80
+_MIN_TASK_CHARS = 60
+
+
+def job_plan_schema(max_tasks: int, chunk_count: int, max_tokens: int = 1024) -> dict[str, Any]:
     """The structured-output schema for a plan over ``chunk_count`` chunks with at most
     ``max_tasks`` tasks: what validation would reject, the grammar does not let the model write
-    (fewer retries), and task texts are kept short."""
+    (fewer retries). As for job outputs, the task count and every string and list are sized so
+    the longest plan fits ``max_tokens`` (at ``_CHARS_PER_TOKEN``): a plan cut off by max_tokens
+    is invalid JSON, and each retry costs a full remote prompt."""
     schema = copy.deepcopy(JobPlan.model_json_schema())
-    schema["properties"]["tasks"]["maxItems"] = max_tasks
-    planned = schema["$defs"]["PlannedTask"]["properties"]
-    planned["task"]["maxLength"] = planned["advice"]["maxLength"] = 300
+    budget = max(0, max_tokens * _CHARS_PER_TOKEN - _PLAN_SYNTAX_CHARS)
+    tasks = max(1, min(max_tasks, budget // (_TASK_SYNTAX_CHARS + _MIN_TASK_CHARS)))
+    schema["properties"]["tasks"]["maxItems"] = tasks
+    # Each task's share, less its syntax, split between its texts and its chunk selection.
+    room = max(_MIN_TASK_CHARS, budget // tasks - _TASK_SYNTAX_CHARS - 2)
+    definitions = schema["$defs"]
+    planned = definitions["PlannedTask"]["properties"]
+    planned["task"]["maxLength"] = min(300, room * 45 // 100)
+    planned["advice"]["maxLength"] = min(300, room * 25 // 100)
+    selection = room * 30 // 100
+    id_chars = len(str(max(chunk_count - 1, 0))) + 2  # digits, comma, space
     for variant in planned["chunks"]["anyOf"]:
         if variant.get("type") == "array":
             variant["items"]["maximum"] = max(chunk_count - 1, 0)
-            variant["maxItems"] = max(1, min(MAX_CHUNK_IDS, chunk_count))
+            variant["maxItems"] = max(1, min(MAX_CHUNK_IDS, chunk_count, selection // id_chars))
+    keywords = definitions["KeywordSelection"]["properties"]["keywords"]
+    keywords["maxItems"] = max(1, min(MAX_KEYWORDS, selection // 24))
+    keywords["items"]["maxLength"] = max(3, min(40, selection // keywords["maxItems"] - 4))
     return schema
 
 

@@ -19,6 +19,7 @@ STEPS = (
     "minion_remote_start",
     "minion_local_system",
     "minion_local_chunk",
+    "minion_local_combine",
     "minion_remote_decide",
     "minions_decompose",
     "minions_job",

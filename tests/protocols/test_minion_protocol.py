@@ -120,3 +120,34 @@ async def test_minion_usage_totals_are_the_sums(
         result.usage.remote.as_usage()
     )
     assert result.usage.local_requests == 2
+
+
+async def test_chunk_answers_longer_than_one_reply_are_combined_locally(
+    pages_task: Callable[..., Task], prices: PriceTable
+) -> None:
+    # Every chunk answers (a small model rarely says NONE): together they are far longer than
+    # one local reply may be, so the local model merges them before anything crosses.
+    pages = [f"Routine page {i} with nothing. " * 20 for i in range(12)]
+    pages[5] = "The access code for the north warehouse is 4817."
+    local = ScriptedEngine(
+        [
+            (r"Notes you took", "Merged: the code is 4817 (chunk 5)."),
+            (r"Excerpt.*4817", "The code is 4817."),
+            (r"Excerpt", "This part talks about routine matters at some length."),
+        ],
+        model="local",
+        context_window=1200,
+    )
+    remote = remote_engine()
+    result = await Minion(local, remote, prices, local_max_tokens=64).run(pages_task(pages))
+
+    assert local.batches == [12, 1]  # the chunk answers, then one combine call
+    combine_prompt = prompt_of(local.calls[-1])
+    assert "The code is 4817." in combine_prompt and "routine matters" in combine_prompt
+    assert result.compressions == ["Merged: the code is 4817 (chunk 5)."]
+    decide_prompt = prompt_of(remote.calls[1])
+    assert "Merged: the code is 4817" in decide_prompt and "routine matters" not in decide_prompt
+    assert [c.purpose for c in result.usage.local_calls] == ["chat", "combine"]
+    # Chunk answers are kept per chunk; the merged reply belongs to the whole documents.
+    outputs = result.rounds[0].local_outputs
+    assert [o.chunk_id for o in outputs] == [*range(12), None]

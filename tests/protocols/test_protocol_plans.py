@@ -134,6 +134,56 @@ def test_job_schema_fits_its_token_budget() -> None:
     assert limits(job_output_schema(256)) > limits(job_output_schema(128))
 
 
+def _largest_plan(schema: dict[str, Any], chunk_count: int) -> list[dict[str, Any]]:
+    """The longest plans the schema lets a model write, one per chunk-selection kind."""
+    planned = schema["$defs"]["PlannedTask"]["properties"]
+    ids = next(v for v in planned["chunks"]["anyOf"] if v.get("type") == "array")
+    keywords = schema["$defs"]["KeywordSelection"]["properties"]["keywords"]
+    selections: list[Any] = [
+        "all",
+        [chunk_count - 1] * ids["maxItems"],
+        {"keywords": ["k" * keywords["items"]["maxLength"]] * keywords["maxItems"], "top_k": 64},
+    ]
+    count = schema["properties"]["tasks"]["maxItems"]
+    return [
+        {
+            "tasks": [
+                {
+                    "task": "t" * planned["task"]["maxLength"],
+                    "advice": "a" * planned["advice"]["maxLength"],
+                    "chunks": selection,
+                }
+            ]
+            * count
+        }
+        for selection in selections
+    ]
+
+
+@pytest.mark.parametrize(
+    ("max_tasks", "chunk_count", "max_tokens"),
+    [(8, 40, 256), (8, 500, 1024), (32, 3, 4096), (4, 1, 64)],
+)
+def test_plan_schema_fits_its_token_budget(
+    max_tasks: int, chunk_count: int, max_tokens: int
+) -> None:
+    import jsonschema
+
+    schema = job_plan_schema(max_tasks, chunk_count, max_tokens)
+    validator = jsonschema.Draft202012Validator(schema)
+    for plan in _largest_plan(schema, chunk_count):
+        assert validator.is_valid(plan)
+        # At ~3 characters a token (the rate job outputs are sized with), the longest plan
+        # still fits max_tokens, so it is never cut off into invalid JSON.
+        assert len(json.dumps(plan)) / 3 <= max_tokens, (plan, max_tokens)
+    assert 1 <= schema["properties"]["tasks"]["maxItems"] <= max_tasks
+    bigger = job_plan_schema(max_tasks, chunk_count, max_tokens * 4)
+    assert (
+        bigger["$defs"]["PlannedTask"]["properties"]["task"]["maxLength"]
+        >= (schema["$defs"]["PlannedTask"]["properties"]["task"]["maxLength"])
+    )
+
+
 @pytest.mark.parametrize(
     "text",
     [
