@@ -100,7 +100,9 @@ async def ask_json(
     """Ask until the reply validates as ``model``, at most ``1 + retries`` times.
 
     Each retry continues the conversation with the invalid reply and the validation error, so
-    the model can fix exactly what was wrong. ``value`` is None when every attempt failed.
+    the model can fix exactly what was wrong; a reply cut off at ``max_tokens`` is not echoed
+    back (the retry is the original messages and a note to answer shorter). ``value`` is None
+    when every attempt failed.
     ``schema`` (default: ``model``'s) is the structured-output constraint, where supported.
     """
     engine = recorder.engines[side]
@@ -129,6 +131,18 @@ async def ask_json(
             error = str(exc)
             reply.errors.append(error)
             logger.info("%s attempt %d: invalid reply: %s", purpose, attempt + 1, error)
+        if result.finish_reason == "length":
+            # A cut-off reply is not sent back: it is as long as the reply may be, and the model
+            # only needs to know that it must be shorter. The retry's prompt stays the original.
+            conversation = [
+                *messages,
+                ChatMessage(
+                    role="user",
+                    content=f"Your last reply was cut off at {max_tokens} tokens. Reply with only "
+                    "the JSON object, shorter.",
+                ),
+            ]
+            continue
         conversation += [
             ChatMessage(role="assistant", content=result.text or "(empty reply)"),
             ChatMessage(

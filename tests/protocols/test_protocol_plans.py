@@ -281,3 +281,7 @@ async def test_a_truncated_reply_counts_as_invalid() -> None:
         retries=1,
     )
     assert reply.value is None and "cut off" in reply.errors[0]
+    # The cut-off reply is not echoed back: the retry is the original message and a short note.
+    retry = engine.calls[1].messages
+    assert [m.role for m in retry] == ["user", "user"] and retry[0].content == "decide"
+    assert "cut off at 2 tokens" in retry[1].content and "very long" not in retry[1].content

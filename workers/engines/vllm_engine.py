@@ -115,7 +115,9 @@ class VLLMEngine(Engine):
                 f"{self.context_window}"
             )
         structured = (
-            StructuredOutputsParams(json=request.json_schema) if request.json_schema else None
+            StructuredOutputsParams(json=request.json_schema, disable_any_whitespace=True)
+            if request.json_schema
+            else None
         )
         return SamplingParams(
             max_tokens=min(request.max_tokens, room),
