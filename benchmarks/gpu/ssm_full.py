@@ -62,6 +62,7 @@ def summarize(metrics: dict[str, Any], seconds: float, device: str) -> dict[str,
             "max_t_half_rel_diff": depth["max_t_half_rel_diff"],
             "all_in_predicted_order": depth["all_learned_in_predicted_order"],
         },
+        "mimo": metrics.get("mimo"),
     }
 
 

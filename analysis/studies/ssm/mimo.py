@@ -58,9 +58,10 @@ def teacher_matrix(params: Params, gen: torch.Generator) -> tuple[Tensor, Tensor
     """``M* = U diag(s) Vᵀ`` with the issue's well-separated singular values."""
     q, p = params.mimo_outputs, params.mimo_inputs
     r = len(params.mimo_singular_values)
-    u, _ = torch.linalg.qr(torch.randn(q, r, generator=gen, dtype=DTYPE))
-    v, _ = torch.linalg.qr(torch.randn(p, r, generator=gen, dtype=DTYPE))
-    s = torch.tensor(params.mimo_singular_values, dtype=DTYPE)
+    device = gen.device  # every tensor lives where the seeded generator does (CPU or CUDA)
+    u, _ = torch.linalg.qr(torch.randn(q, r, generator=gen, dtype=DTYPE, device=device))
+    v, _ = torch.linalg.qr(torch.randn(p, r, generator=gen, dtype=DTYPE, device=device))
+    s = torch.tensor(params.mimo_singular_values, dtype=DTYPE, device=device)
     return u @ torch.diag(s) @ v.T, u, s, v
 
 
@@ -72,7 +73,7 @@ def run_gd(
     out = np.empty((steps + 1, u.shape[1]))
     for step in range(steps + 1):
         with torch.no_grad():
-            out[step] = torch.diagonal(u.T @ (c @ b) @ v).numpy()
+            out[step] = torch.diagonal(u.T @ (c @ b) @ v).cpu().numpy()
         if step == steps:
             break
         loss = population_loss(h_teacher, transfer_matrix(c, g, b))
@@ -91,7 +92,7 @@ def mimo_experiment(params: Params, gen: torch.Generator) -> tuple[dict[str, Any
         math.exp(-params.mimo_pole_decay) * math.cos(2 * math.pi * params.mimo_pole_freq),
         math.exp(-params.mimo_pole_decay) * math.sin(2 * math.pi * params.mimo_pole_freq),
     )
-    lam = torch.full((n,), lam_star, dtype=torch.complex128)
+    lam = torch.full((n,), lam_star, dtype=torch.complex128, device=gen.device)
     g = transfers(lam, seq_len)
     sigma = float((g[:, 0].abs() ** 2).mean())
     # the teacher: N* = r units on the same pole, C* = U diag(√s), B* = diag(√s) Vᵀ
@@ -99,20 +100,20 @@ def mimo_experiment(params: Params, gen: torch.Generator) -> tuple[dict[str, Any
     s_max = float(s.max())
     lr = params.mimo_lr_scale / (sigma * s_max)
     u0 = params.mimo_init_fraction * s_max
-    t_half = np.log(s.numpy() / u0 - 1.0) / (2.0 * s.numpy() * sigma)
+    sv = s.cpu().numpy()
+    t_half = np.log(sv / u0 - 1.0) / (2.0 * sv * sigma)
     steps = math.ceil(params.mimo_horizon * t_half.max() / lr)
     t = np.arange(steps + 1) * lr
     # aligned balanced init: C₀ = √u₀ U Rᵀ, B₀ = √u₀ R Vᵀ with orthonormal R (N × r)
-    rot, _ = torch.linalg.qr(torch.randn(n, r, generator=gen, dtype=DTYPE))
+    rot, _ = torch.linalg.qr(torch.randn(n, r, generator=gen, dtype=DTYPE, device=gen.device))
     b0, c0 = math.sqrt(u0) * rot @ v.T, math.sqrt(u0) * u @ rot.T
     aligned = run_gd(h_teacher, g, b0, c0, lr, steps, u, v)
     # random small init of the same scale (not aligned: the DLN result holds approximately)
     scale = math.sqrt(u0 / n)
-    b_r = scale * torch.randn(n, params.mimo_inputs, generator=gen, dtype=DTYPE)
-    c_r = scale * torch.randn(params.mimo_outputs, n, generator=gen, dtype=DTYPE)
+    b_r = scale * torch.randn(n, params.mimo_inputs, generator=gen, dtype=DTYPE, device=gen.device)
+    c_r = scale * torch.randn(params.mimo_outputs, n, generator=gen, dtype=DTYPE, device=gen.device)
     random = run_gd(h_teacher, g, b_r, c_r, lr, steps, u, v)
 
-    sv = s.numpy()
     e = np.exp(2.0 * np.outer(t, sv) * sigma)
     predicted = sv * e / (e - 1.0 + sv / u0)
     half = [crossing_time(t, aligned[:, i] / sv[i], 0.5) for i in range(r)]
@@ -153,10 +154,11 @@ def learn_pole(
         * params.mimo_pole_init_scale
         * complex(math.cos(params.mimo_pole_init_turn), math.sin(params.mimo_pole_init_turn))
     )
-    nu = torch.tensor(math.log(math.expm1(-math.log(abs(start)))), dtype=DTYPE, requires_grad=True)
-    theta = torch.tensor(math.atan2(start.imag, start.real), dtype=DTYPE, requires_grad=True)
-    b = (0.3 * torch.randn(n, params.mimo_inputs, generator=gen, dtype=DTYPE)).requires_grad_(True)
-    c = (0.3 * torch.randn(params.mimo_outputs, n, generator=gen, dtype=DTYPE)).requires_grad_(True)
+    on = {"dtype": DTYPE, "device": gen.device}
+    nu = torch.tensor(math.log(math.expm1(-math.log(abs(start)))), **on, requires_grad=True)
+    theta = torch.tensor(math.atan2(start.imag, start.real), **on, requires_grad=True)
+    b = (0.3 * torch.randn(n, params.mimo_inputs, generator=gen, **on)).requires_grad_(True)
+    c = (0.3 * torch.randn(params.mimo_outputs, n, generator=gen, **on)).requires_grad_(True)
     opt = torch.optim.Adam([nu, theta, b, c], lr=params.mimo_pole_lr)
     loss0 = None
     for _ in range(params.mimo_learn_pole_steps):
