@@ -8,11 +8,12 @@ model; ``info().kind`` tells them apart.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from analysis.scorer_base import PrefixGroup, ScoredGroups, Scorer, ScorerInfo
 from analysis.scoring_template import ScoringTemplate, context_token_budget, truncate_middle_text
-from workers.engines.base import Engine, gather_in_order
+from workers.engines.base import Engine
 
 
 class EngineScorer(Scorer):
@@ -50,11 +51,16 @@ class EngineScorer(Scorer):
             max(self.count_tokens(text) for g in groups for text in g.continuations),
         )
         truncated = sum(self.count_tokens(g.context) > budget for g in groups)
+        slots = asyncio.Semaphore(self.concurrency)
 
         async def one(group: PrefixGroup) -> list[float]:
-            context = truncate_middle_text(group.context, budget, self.count_tokens)
-            prefix = self.template.render(context, group.query)
-            return await self.engine.score(prefix, group.continuations)
+            async with slots:
+                context = truncate_middle_text(group.context, budget, self.count_tokens)
+                prefix = self.template.render(context, group.query)
+                return await self.engine.score(prefix, group.continuations)
 
-        log_probs = await gather_in_order([one(g) for g in groups], self.concurrency)
+        # Every coroutine goes straight into a task (unlike ``gather_in_order``, which holds some
+        # back), so cancelling the call (the gateway's background scoring at shutdown) leaves no
+        # coroutine that was never awaited.
+        log_probs = list(await asyncio.gather(*(one(g) for g in groups)))
         return ScoredGroups(log_probs, context_token_budget=budget, truncated_contexts=truncated)

@@ -18,7 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from analysis.answer_scoring import score_answer
 from analysis.costs import PriceTable
-from protocols import Document, Options, Task, build_protocol
+from analysis.engine_scorer import EngineScorer
+from analysis.scorer_base import Scorer
+from analysis.task_mi import (
+    MI_PROTOCOLS,
+    MILimits,
+    MISkipped,
+    RollingReferences,
+    score_task_mi,
+    task_mi_inputs,
+)
+from protocols import Document, Options, Result, Task, build_protocol
 from protocols.documents import load_document
 from workers.engines.base import Engine, GenerationRequest
 
@@ -108,6 +118,14 @@ class TaskOutcome(BaseModel):
     remote_cost_usd: float = 0.0
     latency_s: float = 0.0
     error: str | None = None
+    # Mutual information of what crossed to the remote (minion/minions; see task_mi).
+    mi_status: str | None = None  # succeeded, skipped, unsupported, error; None: not scored
+    mi_error: str | None = None
+    mi_nats: float | None = None
+    mi_bits: float | None = None
+    bits_per_token: float | None = None
+    mi_n_contexts: int | None = None
+    mi_compression_tokens: float | None = None
 
 
 class ProtocolSummary(BaseModel):
@@ -124,6 +142,11 @@ class ProtocolSummary(BaseModel):
     remote_cost_usd: float
     latency_p50_s: float
     latency_p95_s: float
+    mi_tasks: int = Field(default=0, description="tasks with a mutual-information estimate")
+    mi_bits: float | None = Field(default=None, description="mean raw I(X;Z) per task, bits")
+    bits_per_token: float | None = Field(
+        default=None, description="mean mi_bits / mean compression tokens (a ratio of means)"
+    )
 
 
 class BenchReport(BaseModel):
@@ -151,6 +174,9 @@ def summarize(protocol: str, outcomes: list[TaskOutcome]) -> ProtocolSummary:
     correct = [float(o.correct) for o in outcomes]
     judged = [float(o.judge_correct) for o in outcomes if o.judge_correct is not None]
     latencies = [o.latency_s for o in outcomes if o.error is None] or [0.0]
+    scored = [o for o in outcomes if o.mi_bits is not None and o.mi_compression_tokens]
+    mi_bits = float(np.mean([o.mi_bits for o in scored])) if scored else None
+    tokens = float(np.mean([o.mi_compression_tokens for o in scored])) if scored else None
     return ProtocolSummary(
         protocol=protocol,
         tasks=len(outcomes),
@@ -165,6 +191,9 @@ def summarize(protocol: str, outcomes: list[TaskOutcome]) -> ProtocolSummary:
         remote_cost_usd=sum(o.remote_cost_usd for o in outcomes),
         latency_p50_s=float(np.percentile(latencies, 50)),
         latency_p95_s=float(np.percentile(latencies, 95)),
+        mi_tasks=len(scored),
+        mi_bits=mi_bits,
+        bits_per_token=None if mi_bits is None or not tokens else mi_bits / tokens,
     )
 
 
@@ -208,16 +237,28 @@ async def evaluate(
     options: Options | None = None,
     judge: Engine | None = None,
     progress: ProgressCallback | None = None,
+    mi: bool = True,
+    mi_limits: MILimits | None = None,
 ) -> BenchReport:
-    """Run every protocol on every row (sequentially, so latencies are comparable)."""
+    """Run every protocol on every row (sequentially, so latencies are comparable). With
+    ``mi``, each minion/minions run's compressions are scored with the local engine (when it
+    can score) against its chunks and a rolling reference set, as the gateway does; each
+    protocol starts with an empty reference set, so all see the same sequence of rows."""
     rows = load_dataset(dataset, limit)
     tasks = [row_to_task(row, dataset.parent, options) for row in rows]
     outcomes: list[TaskOutcome] = []
     total, done = len(rows) * len(protocols), 0
+    limits = mi_limits or MILimits()
+    scorer = EngineScorer(local) if mi and local.supports_score else None
     for name in protocols:
         runner = build_protocol(name, local, remote, prices, remote_stand_in=remote_stand_in)
+        measure = (
+            MIMeasure(scorer, local, limits, RollingReferences(limits.reference_size))
+            if mi and name in MI_PROTOCOLS
+            else None
+        )
         for row, task in zip(rows, tasks, strict=True):
-            outcomes.append(await _run_one(runner, name, row, task, judge))
+            outcomes.append(await _run_one(runner, name, row, task, judge, measure))
             done += 1
             if progress is not None:
                 progress(done, total, f"{name} {row.id}")
@@ -232,8 +273,54 @@ async def evaluate(
     )
 
 
+class MIMeasure:
+    """Mutual information of one protocol's runs, row after row (``analysis.task_mi``)."""
+
+    def __init__(
+        self, scorer: Scorer | None, local: Engine, limits: MILimits, references: RollingReferences
+    ) -> None:
+        self.scorer = scorer  # None: the local engine cannot score
+        self.local = local
+        self.limits = limits
+        self.references = references
+
+    async def fields(self, result: Result, task: Task) -> dict[str, Any]:
+        """The ``mi_*`` fields of a TaskOutcome; failures become a status, never an error."""
+        if self.scorer is None:
+            return {"mi_status": "unsupported", "mi_error": "the local engine cannot score"}
+        try:
+            inputs = task_mi_inputs(result, task, self.local.count_tokens, self.limits)
+        except MISkipped as skipped:
+            return {"mi_status": "skipped", "mi_error": str(skipped)}
+        except ValueError as exc:
+            return {"mi_status": "error", "mi_error": str(exc)}
+        try:
+            score = await score_task_mi(self.scorer, inputs, self.references.recent(), self.limits)
+        except MISkipped as skipped:
+            return {"mi_status": "skipped", "mi_error": str(skipped)}
+        except Exception as exc:  # a failed estimate must not end the benchmark
+            logger.warning("mutual information failed: %s", exc)
+            return {"mi_status": "error", "mi_error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            self.references.push(inputs.contexts)
+        estimate = score.estimate
+        return {
+            "mi_status": "succeeded",
+            "mi_nats": estimate.mi_nats,
+            "mi_bits": estimate.mi_bits,
+            "bits_per_token": estimate.bits_per_token,
+            "mi_n_contexts": estimate.n_contexts,
+            "mi_compression_tokens": estimate.mean_compression_tokens,
+        }
+
+
 async def _run_one(
-    runner: Any, name: str, row: DatasetRow, task: Task, judge: Engine | None
+    runner: Any,
+    name: str,
+    row: DatasetRow,
+    task: Task,
+    judge: Engine | None,
+    measure: MIMeasure | None = None,
 ) -> TaskOutcome:
     started = time.perf_counter()
     try:
@@ -248,6 +335,8 @@ async def _run_one(
     verdict = (
         await judge_answer(judge, row.question, result.answer, row.references) if judge else None
     )
+    latency = time.perf_counter() - started  # scoring the compressions is not part of it
+    mi_fields = await measure.fields(result, task) if measure is not None else {}
     return TaskOutcome(
         id=row.id,
         protocol=name,
@@ -261,7 +350,8 @@ async def _run_one(
         remote_completion_tokens=result.usage.remote.completion_tokens,
         local_tokens=result.usage.local.total_tokens,
         remote_cost_usd=result.cost_usd.remote,
-        latency_s=time.perf_counter() - started,
+        latency_s=latency,
+        **mi_fields,
     )
 
 

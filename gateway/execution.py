@@ -22,6 +22,7 @@ from gateway.errors import InvalidRequest, describe
 from gateway.event_writer import EventWriter
 from gateway.metering import MeteredEngine
 from gateway.metrics import Metrics
+from gateway.mi_background import TaskMIJob
 from gateway.pool import EnginePool
 from gateway.store import Store, TaskRecord
 from gateway.store.api_keys import to_nano
@@ -86,7 +87,9 @@ class TaskExecutor:
         self.pool = pool
         self.prices = prices
         self.metrics = metrics
+        self.mi = TaskMIJob(store, pool)
         self._background: set[asyncio.Task[None]] = set()
+        self._cancel_at_shutdown: set[asyncio.Task[None]] = set()
 
     def prepare(
         self,
@@ -154,7 +157,14 @@ class TaskExecutor:
             await self._finish(record, run, self._failed(record, run, exc), entry_id)
             return
         await events.close()
-        await self._finish(record, run, self._succeeded(record, result), entry_id)
+        ending = self._succeeded(record, result)
+        scored = self.mi.wanted(record.protocol)
+        if scored:
+            ending.fields["mi"] = self.mi.pending()
+        await self._finish(record, run, ending, entry_id)
+        if scored:
+            # Only now, with the answer and its final event written: scoring never delays them.
+            self._spawn(self.mi.run(record.id, task, result), cancel_at_shutdown=True)
 
     @staticmethod
     def _holding_final(events: EventWriter) -> EventSink:
@@ -324,18 +334,24 @@ class TaskExecutor:
             await self._queue_usage(pipe, key_id, protocol, ending, run, time.time())
             await pipe.execute()
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Any, *, cancel_at_shutdown: bool = False) -> None:
         job = asyncio.create_task(coroutine)
         self._background.add(job)
+        if cancel_at_shutdown:
+            self._cancel_at_shutdown.add(job)
         job.add_done_callback(self._background_done)
 
     def _background_done(self, job: asyncio.Task[None]) -> None:
         self._background.discard(job)
+        self._cancel_at_shutdown.discard(job)
         if not job.cancelled() and job.exception() is not None:
-            logger.error("billing a chat completion failed", exc_info=job.exception())
+            logger.error("a background job failed", exc_info=job.exception())
 
     async def drain(self) -> None:
-        """Wait for the background billing of chat completions."""
+        """Wait for the background billing of chat completions; cancel background scoring
+        (mutual information), which records itself as cancelled."""
+        for job in list(self._cancel_at_shutdown):
+            job.cancel()
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 

@@ -92,6 +92,37 @@ class Accuracy(BaseModel):
     f1: float
 
 
+MIStatus = Literal["pending", "succeeded", "skipped", "unsupported", "error", "cancelled"]
+
+
+class TaskMI(BaseModel):
+    """Mutual information of a task's compressions (docs/mutual_information.md). ``mi_*`` are
+    raw (may be < 0); ``*_display`` are clipped at 0. No field holds any document text."""
+
+    status: MIStatus
+    error: str | None = Field(default=None, description="why it was skipped or failed")
+    mi_nats: float | None = None
+    mi_bits: float | None = None
+    bits_per_token: float | None = None
+    mi_bits_display: float | None = None
+    bits_per_token_display: float | None = None
+    upper_bound_nats: float | None = Field(default=None, description="log N")
+    standard_error_nats: float | None = None
+    n_contexts: int | None = Field(default=None, description="N: task + reference contexts")
+    n_task_contexts: int | None = None
+    n_reference_contexts: int | None = None
+    n_compressions: int | None = None
+    mean_compression_tokens: float | None = None
+    scorer_model: str | None = None
+    scorer: str | None = Field(default=None, description="kind:model:template")
+    reference_set_id: str | None = None
+    negative_query: str | None = None
+    context_token_budget: int | None = None
+    truncated_contexts: int | None = None
+    seconds: float | None = Field(default=None, description="time spent scoring")
+    finished_at: float | None = None
+
+
 class TaskView(BaseModel):
     id: str
     object: Literal["task"] = "task"
@@ -109,6 +140,11 @@ class TaskView(BaseModel):
         default=None, description="usage billed for a task that did not finish"
     )
     accuracy: Accuracy | None = None
+    mi: TaskMI | None = Field(
+        default=None,
+        description="minion/minions: I(X;Z) of what the local model sent to the remote, scored "
+        "in the background after the task succeeded (status 'pending' until then)",
+    )
 
 
 class TaskList(BaseModel):

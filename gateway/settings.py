@@ -100,6 +100,18 @@ class Settings(BaseSettings):
     study_threads: Annotated[int, Field(gt=0, le=64)] = 1
     max_queued_studies: Annotated[int, Field(gt=0)] = 16
     event_stream_maxlen: Annotated[int, Field(gt=0)] = 10_000
+    # Mutual information of each minion/minions task, scored after it succeeds
+    # (gateway/mi_background.py, docs/mutual_information.md).
+    mi_enabled: bool = Field(
+        default=True, description="score I(X;Z) of each minion/minions task in the background"
+    )
+    mi_reference_size: Annotated[int, Field(ge=0, le=256)] = Field(
+        default=16, description="recent chunks of other tasks kept as reference contexts"
+    )
+    mi_max_contexts: Annotated[int, Field(gt=0, le=256)] = 16
+    mi_max_compressions: Annotated[int, Field(gt=0, le=256)] = 16
+    mi_max_context_chars: Annotated[int, Field(ge=256)] = 12_000
+    mi_timeout_s: Annotated[float, Field(gt=0)] = 600.0
 
     @field_validator("admin_key")
     @classmethod

@@ -184,13 +184,19 @@ def findings_lines(
                 where = "chunks " + ", ".join(str(chunk_id) for chunk_id in chunk_ids[:10])
                 if len(chunk_ids) > 10:
                     where += f" and {len(chunk_ids) - 10} more"
-            parts = [f"answer: {_clip(output.answer or '')}"]
-            if output.citation:
-                parts.append(f'citation: "{_clip(output.citation)}"')
-            if output.explanation:
-                parts.append(f"explanation: {_clip(output.explanation)}")
-            lines.append(f"- [{where}] " + " | ".join(parts))
+            lines.append(f"- [{where}] " + finding_text(output))
     return lines
+
+
+def finding_text(output: LocalOutput) -> str:
+    """A kept output as it crosses to the remote (fields clipped), without its location: the
+    text the local model wrote, which the mutual-information estimate scores."""
+    parts = [f"answer: {_clip(output.answer or '')}"]
+    if output.citation:
+        parts.append(f'citation: "{_clip(output.citation)}"')
+    if output.explanation:
+        parts.append(f"explanation: {_clip(output.explanation)}")
+    return " | ".join(parts)
 
 
 def fit_lines(

@@ -33,6 +33,12 @@ def bench(
     judge: Annotated[
         bool, typer.Option("--judge", help="also ask the remote model to judge")
     ] = False,
+    mi: Annotated[
+        bool,
+        typer.Option(
+            "--mi/--no-mi", help="score I(X;Z) of minion/minions compressions (local engine)"
+        ),
+    ] = True,
 ) -> None:
     """Run protocols over a dataset and report accuracy (95% CI), tokens, cost and latency."""
     if ctx.invoked_subcommand is not None:
@@ -50,7 +56,7 @@ def bench(
             return await evaluate(
                 dataset, chosen, local=engines.local, remote=engines.remote,
                 prices=settings.prices(), remote_stand_in=engines.remote_stand_in, limit=limit,
-                judge=engines.remote if judge else None, progress=update,
+                judge=engines.remote if judge else None, progress=update, mi=mi,
             )  # fmt: skip
 
     with Progress(
@@ -74,7 +80,8 @@ def bench(
 def report_table(report: BenchReport) -> Table:
     table = Table(title=f"{report.dataset}: accuracy vs cost")
     columns = ("protocol", "tasks", "accuracy", "95% CI", "F1", "judge", "remote in", "remote out",
-               "local tokens", "remote USD", "p50 s", "p95 s", "errors")  # fmt: skip
+               "local tokens", "remote USD", "p50 s", "p95 s", "MI bits", "bits/token",
+               "errors")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column == "protocol" else "right")
     for s in report.summaries:
@@ -84,7 +91,8 @@ def report_table(report: BenchReport) -> Table:
             "-" if s.judge_accuracy is None else f"{s.judge_accuracy:.3f}",
             str(s.remote_prompt_tokens), str(s.remote_completion_tokens), str(s.local_tokens),
             f"{s.remote_cost_usd:.4f}", f"{s.latency_p50_s:.1f}", f"{s.latency_p95_s:.1f}",
-            str(s.errors),
+            "-" if s.mi_bits is None else f"{s.mi_bits:.3f}",
+            "-" if s.bits_per_token is None else f"{s.bits_per_token:.4f}", str(s.errors),
         )  # fmt: skip
     return table
 

@@ -66,6 +66,16 @@ async def test_local_calls_run_on_queue_workers_of_the_pool(
             assert int(stats["completed"]) > 0
             # The task's local results are dropped once it ended.
             assert not await store.redis.exists(keys.job_results(task_id))
+            # Its mutual information is scored in the background by the pool's workers too.
+            for _ in range(500):
+                record = await store.tasks.get(task_id)
+                if record is not None and record.mi and record.mi["status"] != "pending":
+                    break
+                await asyncio.sleep(0.02)
+            assert record is not None and record.mi is not None
+            assert record.mi["status"] == "succeeded", record.mi
+            assert record.mi["scorer"].startswith("engine-queued:")
+            assert not await store.redis.exists(keys.job_results(f"{task_id}.mi"))
 
             listing = await gw.client.get("/v1/admin/workers", headers=auth(ADMIN_KEY))
             assert listing.status_code == 200, listing.text
