@@ -47,6 +47,49 @@ class TaskRunner(Protocol):
     def healthy(self) -> bool: ...
 
 
+class ExternalRunners:
+    """The ``TaskRunner`` of an HTTP-only gateway (``MGW_RUNNER_ENABLED=false``): separate
+    ``minions-gw runner`` processes read the same task stream, so nothing runs here."""
+
+    async def start(self) -> None:
+        logger.info("this gateway runs no tasks: minions-gw runner processes run them")
+
+    async def cancel(self, task_id: str, wait_s: float = 5.0) -> bool:
+        return False
+
+    async def stop(self) -> None:
+        return None
+
+    @property
+    def healthy(self) -> bool:
+        # Serving HTTP does not depend on a runner here; a queued task waits for one.
+        return True
+
+
+RECANCEL_S = 1.0
+
+
+async def cancel_until_done(task: asyncio.Task[Any], timeout_s: float | None = None) -> None:
+    """Cancel ``task`` and wait for it to end, cancelling it again while it runs on.
+
+    A single ``cancel()`` is not enough: redis-py (8.1, Python 3.11) sometimes swallows the
+    ``CancelledError`` delivered while a command is in flight (measured: ~1-2% of cancels of a
+    loop of ``XREAD BLOCK`` calls), and the task carries on as if never cancelled, e.g. a
+    ``QueuedEngine`` waiting for its workers. Waiting on such a task once would hang a shutdown;
+    cancelling again reaches it at its next await. The pause between cancels leaves a task that
+    did get it time to clean up (write its end); one cut short leaves its entry held, so another
+    runner reclaims it: nothing is lost."""
+    deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+    while not task.done():
+        task.cancel()
+        wait_s = RECANCEL_S
+        if deadline is not None:
+            wait_s = min(wait_s, deadline - asyncio.get_running_loop().time())
+            if wait_s <= 0:
+                return
+        await asyncio.wait({task}, timeout=wait_s)
+
+
 def default_runner_name() -> str:
     host = "".join(c if c.isalnum() or c in "-." else "-" for c in socket.gethostname())
     return f"runner-{host[:60] or 'host'}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -212,26 +255,23 @@ class InProcessRunner:
             # The runner itself is being stopped: interrupt the task and let it clean up.
             if not job.done():
                 self._reasons.setdefault(task_id, "shutdown")
-                job.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await job
+                await cancel_until_done(job)
             raise
         finally:
             if job.done() and not job.cancelled() and job.exception() is not None:
                 logger.error("task %s crashed", task_id, exc_info=job.exception())
             self.metrics.running.dec()
-            self._jobs.pop(task_id, None)
-            self._held.pop(task_id, None)
-            self._reasons.pop(task_id, None)
+            if self._jobs.get(task_id) is job:  # not a later run of the same task
+                del self._jobs[task_id]
+                self._held.pop(task_id, None)
+                self._reasons.pop(task_id, None)
 
     async def cancel(self, task_id: str, wait_s: float = 5.0) -> bool:
         job = self._jobs.get(task_id)
         if job is None:
             return False
         self._reasons[task_id] = "user"
-        job.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(asyncio.shield(job), timeout=wait_s)
+        await cancel_until_done(job, timeout_s=wait_s)
         return job.done()
 
     async def stop(self) -> None:
@@ -239,11 +279,13 @@ class InProcessRunner:
         self._stopping = True
         for task_id in list(self._jobs):
             self._reasons.setdefault(task_id, "shutdown")
+        # The loops first, so none reads another entry (e.g. a task just put back); each one
+        # running a task interrupts it. Then, for cancels redis-py swallowed, again until done.
         for worker in self._workers:
             worker.cancel()
+        await asyncio.gather(*(cancel_until_done(job) for job in list(self._jobs.values())))
         for worker in self._workers:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await worker
+            await cancel_until_done(worker)
         self._workers = []
         with contextlib.suppress(Exception):
             # Leave the group when nothing is held (a crash leaves entries for reclaim).

@@ -12,6 +12,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from analysis.costs import PriceTable
+from analysis.studies import study_registry
 from workers.engines.base import EngineSpec
 from workers.engines.bundled_model import BUNDLED_MODEL
 
@@ -74,6 +75,11 @@ class Settings(BaseSettings):
         description="how long a verified API key is trusted without a Redis lookup; a key "
         "revoked by another process stops working within this time (0: look up every request)",
     )
+    runner_enabled: bool = Field(
+        default=True,
+        description="run queued tasks in this gateway process; false: HTTP only, while "
+        "`minions-gw runner` processes run them",
+    )
     runner_concurrency: Annotated[int, Field(gt=0, le=256)] = 4
     runner_heartbeat_s: Annotated[float, Field(gt=0)] = Field(
         default=5.0,
@@ -99,6 +105,11 @@ class Settings(BaseSettings):
     # The research sidecar: ``/v1/studies`` and ``/v1/analysis`` (gateway/studies.py).
     study_threads: Annotated[int, Field(gt=0, le=64)] = 1
     max_queued_studies: Annotated[int, Field(gt=0)] = 16
+    extra_studies: dict[str, str] = Field(
+        default_factory=dict,
+        description="studies besides gp/ssm/lora, name -> importable module with Params and run "
+        '(JSON: {"mine": "my_pkg.my_study"}); give workers the same value',
+    )
     event_stream_maxlen: Annotated[int, Field(gt=0)] = 10_000
     # Mutual information of each minion/minions task, scored after it succeeds
     # (gateway/mi_background.py, docs/mutual_information.md).
@@ -112,6 +123,12 @@ class Settings(BaseSettings):
     mi_max_compressions: Annotated[int, Field(gt=0, le=256)] = 16
     mi_max_context_chars: Annotated[int, Field(ge=256)] = 12_000
     mi_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+
+    @field_validator("extra_studies")
+    @classmethod
+    def _extra_studies_are_valid(cls, value: dict[str, str]) -> dict[str, str]:
+        study_registry(value)  # raises ValueError naming the bad entry
+        return value
 
     @field_validator("admin_key")
     @classmethod

@@ -146,10 +146,19 @@ def task_remote_calls(task_id: str) -> str:
 
 # -- the research sidecar ------------------------------------------------------------------
 STUDIES = f"{PREFIX}:studies"  # zset: every study id (ids sort by creation time)
-STUDY_QUEUE = f"{PREFIX}:studies:queue"  # list: ids waiting for the sidecar runner (FIFO)
+# Stream of study ids waiting to run (field ``study``), read through the consumer group
+# ``STUDY_GROUP`` by the workers (``minions-gw worker --studies``) or, with no local pool, by
+# the gateway itself; an entry is acknowledged and deleted when its study ends.
+STUDY_STREAM = f"{PREFIX}:studies:jobs"
+STUDY_GROUP = "study-runners"
 MI_REFERENCE = f"{PREFIX}:mi:reference"  # list: recent task chunks (capped), MI reference contexts
 
 
 def study(study_id: str) -> str:
     """Hash: one study's record (name, params, status, progress, error)."""
     return f"{PREFIX}:study:{check_name('study_id', study_id)}"
+
+
+def study_figures(study_id: str) -> str:
+    """Hash: a finished study's figures, file name -> PNG bytes (base64), served by any gateway."""
+    return f"{PREFIX}:study:{check_name('study_id', study_id)}:figures"

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -76,6 +76,9 @@ class Worker:
         self._reclaimer = Reclaimer(redis, pool, self.name, self.timing)
         self._stopping = asyncio.Event()
         self.jobs_run = 0
+        # True while the last read of the job stream came back empty: sidecar work (studies)
+        # only starts then, so language-model jobs come first.
+        self.idle = False
 
     def stop(self) -> None:
         """Stop reading; ``run`` finishes the batch in hand, cleans up and returns."""
@@ -95,6 +98,7 @@ class Worker:
                     jobs = await self._sweep()
                     next_sweep = loop.time() + (0 if jobs else self.timing.reclaim_interval_s)
                 jobs = jobs or await self._read()
+                self.idle = not jobs
                 if jobs:
                     await self._process(jobs)
         finally:
@@ -273,14 +277,36 @@ class Worker:
                 delay = min(2.0, delay * 2)
 
 
-async def run_until_signalled(worker: Worker) -> None:
-    """Run ``worker``; SIGTERM or SIGINT stops it gracefully."""
+class Sidecar(Protocol):
+    """Work a worker process runs beside its job loop (``workers.studies.StudyConsumer``)."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+async def run_until_signalled(worker: Worker, *sidecars: Sidecar) -> None:
+    """Run ``worker`` and its sidecars; SIGTERM or SIGINT stops them all gracefully (as does
+    any of them failing)."""
     loop = asyncio.get_running_loop()
+
+    def stop_all() -> None:
+        worker.stop()
+        for sidecar in sidecars:
+            sidecar.stop()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, worker.stop)
+        loop.add_signal_handler(signum, stop_all)
+    running = [asyncio.create_task(worker.run(), name="worker")]
+    running += [asyncio.create_task(sidecar.run(), name="worker-sidecar") for sidecar in sidecars]
     try:
-        await worker.run()
+        await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
     finally:
+        stop_all()
+        outcomes = await asyncio.gather(*running, return_exceptions=True)
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from gateway.settings import Settings
+from gateway.store.connection import find_embedded_url
 from workers.engines.errors import EngineConfigError, EngineError
 
 T = TypeVar("T")
@@ -52,3 +53,15 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coroutine)
     except (EngineError, EngineConfigError, ValueError) as exc:
         fail(str(exc))
+
+
+def redis_url_for(settings: Settings, explicit: str | None = None) -> str:
+    """The Redis a worker or runner uses: ``explicit``, else ``MGW_REDIS_URL``, else the embedded
+    server ``minions-gw serve`` runs for this data dir (never a second private one)."""
+    url = explicit or settings.redis_url
+    if url:
+        return url
+    try:
+        return find_embedded_url(settings.data_dir / "redis")
+    except LookupError as exc:
+        fail(str(exc), code=2)

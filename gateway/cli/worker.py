@@ -10,9 +10,11 @@ import redis.asyncio as aioredis
 import typer
 from redis.exceptions import RedisError
 
-from gateway.cli.common import console, fail, load_settings, run_async
+from analysis.studies import study_registry
+from gateway.cli.common import console, fail, load_settings, redis_url_for, run_async
 from workers import keys
 from workers.engines.factory import ADAPTERS, create_engine
+from workers.studies.consumer import StudyConsumer
 from workers.worker import Worker, run_until_signalled
 
 logger = logging.getLogger(__name__)
@@ -37,7 +39,11 @@ def worker(
         ),
     ] = None,
     redis_url: Annotated[
-        str | None, typer.Option(help="the gateway's Redis; default MGW_REDIS_URL")
+        str | None,
+        typer.Option(
+            help="the gateway's Redis; default MGW_REDIS_URL, else the embedded one "
+            "`minions-gw serve` runs for MGW_DATA_DIR"
+        ),
     ] = None,
     base_url: Annotated[
         str | None, typer.Option(help="the server of --engine openai; default MGW_LOCAL_BASE_URL")
@@ -45,16 +51,22 @@ def worker(
     name: Annotated[
         str | None, typer.Option(help="consumer name; default <pool>@<host>-<pid>-<random>")
     ] = None,
+    studies: Annotated[
+        bool,
+        typer.Option(
+            "--studies/--no-studies",
+            help="also run queued research studies (POST /v1/studies/...), one at a time, in a "
+            "niced child process, only while no language-model job waits",
+        ),
+    ] = True,
+    study_threads: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="torch threads of a study; default MGW_STUDY_THREADS"),
+    ] = None,
 ) -> None:
     """Run local-model jobs from the queue on this machine's engine; SIGTERM stops gracefully."""
     settings = load_settings()
-    url = redis_url or settings.redis_url
-    if not url:
-        fail(
-            "redis_url: a worker needs the gateway's Redis: set MGW_REDIS_URL or pass "
-            "--redis-url (redis://host:6379/0, or unix:///path/to/redis.sock)",
-            code=2,
-        )
+    url = redis_url_for(settings, redis_url)
     kind = engine or settings.local_engine
     if kind not in ADAPTERS:
         fail(f"engine: must be one of {sorted(ADAPTERS)}, got {kind!r}", code=2)
@@ -87,12 +99,24 @@ def worker(
                     batch=batch or settings.local_max_num_seqs,
                     consumer_name=name,
                 )
+                sidecars = []
+                if studies:
+                    sidecars.append(
+                        StudyConsumer(
+                            client,
+                            settings.data_dir,
+                            registry=study_registry(settings.extra_studies),
+                            name=queue_worker.name,
+                            threads=study_threads or settings.study_threads,
+                            may_start=lambda: queue_worker.idle,
+                        )
+                    )
                 console.print(
                     f"worker {queue_worker.name}: {spec.kind} {spec.model}, pool {pool!r}, "
-                    f"batch {queue_worker.batch}",
+                    f"batch {queue_worker.batch}" + (", studies" if studies else ""),
                     highlight=False,
                 )
-                await run_until_signalled(queue_worker)
+                await run_until_signalled(queue_worker, *sidecars)
             finally:
                 await local.aclose()
         finally:

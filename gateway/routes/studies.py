@@ -1,7 +1,8 @@
 """``/v1/studies``: run a research study as a low-priority sidecar job, poll it, fetch figures.
 
 Admin keys only: a study is unmetered compute (minutes on a CPU, longer on the full preset) on
-the gateway's own machine, outside every budget, so it is an operator's tool, not a tenant's.
+the workers (or the gateway's own machine), outside every budget, so it is an operator's tool,
+not a tenant's.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth import AdminKey
 from gateway.schemas import ErrorEnvelope
-from gateway.store.studies import StudyRecord
 from gateway.studies import StudiesDep
+from workers.studies.store import StudyRecord
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -46,12 +47,13 @@ class StudyView(BaseModel):
     finished_at: float | None = None
     progress: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+    worker: str | None = Field(default=None, description="the consumer running (or that ran) it")
     result: dict[str, Any] | None = Field(
         default=None, description="result.json, once the study succeeded"
     )
 
 
-def view(record: StudyRecord, result: dict[str, Any] | None) -> StudyView:
+def view(record: StudyRecord) -> StudyView:
     return StudyView(
         id=record.id,
         name=record.name,
@@ -62,7 +64,8 @@ def view(record: StudyRecord, result: dict[str, Any] | None) -> StudyView:
         finished_at=record.finished_at,
         progress=record.progress,
         error=record.error,
-        result=result,
+        worker=record.worker,
+        result=record.result if record.status == "succeeded" else None,
     )
 
 
@@ -79,15 +82,16 @@ async def create_study(
 @router.get("/{study_id}", response_model=StudyView, responses=ERRORS)
 async def get_study(study_id: str, key: AdminKey, studies: StudiesDep) -> StudyView:
     record = await studies.get(key, study_id)
-    return view(record, studies.result(record))
+    return view(record)
 
 
 @router.get(
     "/{study_id}/figures/{file}",
-    response_class=FileResponse,
+    response_class=Response,
     responses={200: {"content": {"image/png": {}}}, **ERRORS},
 )
-async def get_figure(study_id: str, file: str, key: AdminKey, studies: StudiesDep) -> FileResponse:
-    """A figure the study's result lists (PNG); any other name is 404."""
-    path = await studies.figure(key, study_id, file)
-    return FileResponse(path, media_type="image/png")
+async def get_figure(study_id: str, file: str, key: AdminKey, studies: StudiesDep) -> Response:
+    """A figure the study's result lists (PNG, stored in Redis with the result); any other
+    name is 404."""
+    data = await studies.figure(key, study_id, file)
+    return Response(content=data, media_type="image/png")

@@ -11,7 +11,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,59 @@ class EmbeddedRedis:
             self._server._cleanup()
         except Exception:  # a server already gone needs no cleanup
             logger.debug("embedded Redis cleanup failed", exc_info=True)
+
+
+# Written by ``minions-gw serve`` next to the embedded server's files (``<data dir>/redis``), so
+# workers and runners on the same machine and data dir find that server instead of starting one.
+URL_FILE = "redis.url"
+
+
+def publish_url(directory: Path, url: str) -> Path:
+    """Record ``url`` as the embedded server's address (owner-only: it names a local socket)."""
+    path = directory / URL_FILE
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(url + "\n", encoding="utf-8")
+    temporary.chmod(0o600)
+    temporary.replace(path)  # atomic: a reader never sees half a URL
+    return path
+
+
+def unpublish_url(directory: Path, url: str) -> None:
+    """Remove the record, unless another server has replaced it meanwhile."""
+    path = directory / URL_FILE
+    try:
+        if path.read_text(encoding="utf-8").strip() == url:
+            path.unlink()
+    except OSError:
+        logger.debug("no embedded Redis URL to remove at %s", path, exc_info=True)
+
+
+def find_embedded_url(directory: Path) -> str:
+    """The URL of the embedded server ``minions-gw serve`` runs for this data dir, checked to
+    answer. Raises ``LookupError`` with a clear message when none is running."""
+    path = directory / URL_FILE
+    hint = (
+        "start `minions-gw serve` with the same MGW_DATA_DIR first, or set MGW_REDIS_URL or "
+        "pass --redis-url (redis://host:6379/0, or unix:///path/to/redis.sock)"
+    )
+    try:
+        url = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise LookupError(
+            f"redis_url: MGW_REDIS_URL is not set and no embedded Redis runs for data dir "
+            f"{directory.parent} (no {path}): {hint}"
+        ) from None
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except (RedisError, OSError) as exc:
+        raise LookupError(
+            f"redis_url: MGW_REDIS_URL is not set and the embedded Redis recorded in {path} "
+            f"({url}) does not answer ({exc}); is `minions-gw serve` still running? {hint}"
+        ) from None
+    finally:
+        client.close()
+    return url
 
 
 MAX_CONNECTIONS = 512

@@ -1,74 +1,41 @@
-"""``/v1/studies`` (sidecar studies) and ``/v1/analysis/mi``, over a fake study and the scripted
-engine, so every test runs in seconds."""
+"""``/v1/studies`` (sidecar studies) and ``/v1/analysis/mi``, over test-only studies
+(``support.fake_study``, ``support.broken_study``) and the scripted engine, so every test runs in
+seconds. Studies run for real: on the study stream, in a niced child process, run by the
+gateway's own consumer (no local pool) or by a ``minions-gw worker`` process."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import os
+import signal
+import subprocess
 import sys
-import zlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute
 from gateway_helpers import ADMIN_KEY, Gateway, auth
+from support.fake_study import tiny_png
+from support.openai_server import FaultPlan, build_app, serve_in_thread
+from support.paths import REPO_ROOT
+from support.scripted_engine import ScriptedEngine
 
 from analysis.scoring_template import ScoringTemplate
-from analysis.studies import STUDIES
-from analysis.studies.base import DeviceName, PresetName, Progress, StudyParams, StudyResult
+from workers.studies.store import StudyStore
+
+# The test-only studies, registered the way an operator registers their own (settings).
+EXTRA_STUDIES = {"fake": "support.fake_study", "broken": "support.broken_study"}
 
 
-def tiny_png() -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-
-    header = (1).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00\x00"))
-        + chunk(b"IEND", b"")
-    )
-
-
-class FakeParams(StudyParams):
-    steps: int = 3
-
-    @classmethod
-    def preset(cls, name: PresetName, device: DeviceName = "cpu", seed: int = 0) -> FakeParams:
-        return cls(preset=name, device=device, seed=seed, steps=3 if name == "quick" else 30)
-
-
-def fake_run(params: FakeParams, progress: Progress, out_dir: Path) -> StudyResult:
-    import torch
-
-    for step in range(params.steps):
-        progress(step + 1, params.steps, "stepping")
-    (out_dir / "curve.png").write_bytes(tiny_png())
-    (out_dir / "secret.png").write_bytes(tiny_png())  # on disk, but not listed: never served
-    return StudyResult(
-        study="fake",
-        params=params.model_dump(mode="json"),
-        metrics={"steps": params.steps, "seed": params.seed, "threads": torch.get_num_threads()},
-        figures=["curve.png"],
-    )
-
-
-def broken_run(params: FakeParams, progress: Progress, out_dir: Path) -> StudyResult:
-    raise RuntimeError("the fake study broke")
-
-
-@pytest.fixture(autouse=True)
-def fake_studies(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, run in (("fake", fake_run), ("broken", broken_run)):
-        module = ModuleType(f"_mgw_fake_study_{name}")
-        module.Params = FakeParams  # type: ignore[attr-defined]
-        module.run = run  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, module.__name__, module)
-        monkeypatch.setitem(STUDIES, name, module.__name__)
+@pytest.fixture
+async def gw(make_gateway: Callable[..., Any]) -> AsyncIterator[Gateway]:
+    """The gateway with no local pool: it runs studies itself (one in-process consumer)."""
+    async with make_gateway(extra_studies=EXTRA_STUDIES) as gateway:
+        yield gateway
 
 
 async def wait_for_study(gw: Gateway, study_id: str, limit_s: float = 20.0) -> dict[str, Any]:
@@ -83,7 +50,7 @@ async def wait_for_study(gw: Gateway, study_id: str, limit_s: float = 20.0) -> d
         await asyncio.sleep(0.05)
 
 
-async def test_a_study_runs_in_the_sidecar_and_serves_its_listed_figures(gw: Gateway) -> None:
+async def test_a_study_runs_in_a_child_process_and_serves_its_listed_figures(gw: Gateway) -> None:
     response = await gw.client.post(
         "/v1/studies/fake", json={"preset": "quick", "seed": 7}, headers=auth(ADMIN_KEY)
     )
@@ -97,7 +64,9 @@ async def test_a_study_runs_in_the_sidecar_and_serves_its_listed_figures(gw: Gat
     result = body["result"]
     assert result["metrics"]["steps"] == 3 and result["metrics"]["seed"] == 7
     assert result["metrics"]["threads"] == 1  # held to MGW_STUDY_THREADS while it ran
+    assert result["metrics"]["niceness"] == 19  # the lowest CPU priority: LM work comes first
     assert result["figures"] == ["curve.png"]
+    assert body["worker"].startswith("gateway-")  # the embedded default runs it in-process
 
     base = f"/v1/studies/{created['id']}/figures"
     figure = await gw.client.get(f"{base}/curve.png", headers=auth(ADMIN_KEY))
@@ -121,7 +90,7 @@ async def test_a_failing_study_is_recorded_as_failed(gw: Gateway) -> None:
     assert response.status_code == 202
     body = await wait_for_study(gw, response.json()["id"])
     assert body["status"] == "failed"
-    assert "the fake study broke" in body["error"] and body["result"] is None
+    assert body["error"] == "RuntimeError: the fake study broke" and body["result"] is None
 
 
 async def test_unknown_studies_and_bad_params_are_refused(gw: Gateway) -> None:
@@ -141,6 +110,99 @@ async def test_unknown_studies_and_bad_params_are_refused(gw: Gateway) -> None:
     for study_id in ("study_0000000000000000000000", "x", "study_..%2F..%2Fx"):
         response = await gw.client.get(f"/v1/studies/{study_id}", headers=auth(ADMIN_KEY))
         assert response.status_code == 404, study_id
+
+
+async def wait_until_running(gw: Gateway, study_id: str, limit_s: float = 20.0) -> None:
+    """Until the study's child process has reported progress."""
+    deadline = asyncio.get_running_loop().time() + limit_s
+    while True:
+        response = await gw.client.get(f"/v1/studies/{study_id}", headers=auth(ADMIN_KEY))
+        body = response.json()
+        if body["status"] == "running" and body["progress"].get("done", 0) >= 1:
+            return
+        assert body["status"] in ("queued", "running"), body
+        assert asyncio.get_running_loop().time() < deadline, f"study still {body['status']}"
+        await asyncio.sleep(0.05)
+
+
+def process_is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def test_a_study_running_at_shutdown_goes_back_to_the_queue(
+    make_gateway: Callable[..., Any], tmp_path: Path
+) -> None:
+    async with make_gateway(extra_studies=EXTRA_STUDIES) as gw:
+        created = await gw.client.post(
+            "/v1/studies/fake", json={"preset": "full"}, headers=auth(ADMIN_KEY)
+        )
+        study_id = created.json()["id"]
+        await wait_until_running(gw, study_id)
+        pid = int((tmp_path / "data" / "studies" / study_id / "pid").read_text())
+        started = asyncio.get_running_loop().time()
+    assert asyncio.get_running_loop().time() - started < 8  # the child is terminated, not awaited
+    assert process_is_gone(pid)
+    studies = StudyStore(gw.store.redis)
+    record = await studies.get(study_id)
+    assert record is not None
+    assert (record.status, record.started_at, record.worker) == ("queued", None, None)
+    assert await studies.queued() == 1  # a new entry waits for the next consumer
+
+
+def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+async def test_a_worker_process_runs_a_study_queued_over_http(
+    make_gateway: Callable[..., Any], redis_url: str, tmp_path: Path
+) -> None:
+    """With a local pool the gateway runs no study itself: ``minions-gw worker`` (real command,
+    real ``openai`` adapter) takes it, and any gateway serves its result and figures."""
+    env = {
+        **os.environ,
+        "MGW_REDIS_URL": redis_url,
+        "MGW_DATA_DIR": str(tmp_path / "worker"),
+        "MGW_EXTRA_STUDIES": json.dumps(EXTRA_STUDIES),
+        "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'tests'}",
+    }
+    with serve_in_thread(build_app(ScriptedEngine(default="ok"), FaultPlan())) as url:
+        command = [sys.executable, "-m", "gateway.cli", "--log-level", "INFO", "worker"]
+        command += ["--engine", "openai", "--model", "m", "--base-url", f"{url}/v1"]
+        command += ["--name", "study-worker"]
+        process = start(command, env)
+        try:
+            async with make_gateway(extra_studies=EXTRA_STUDIES, local_pool="default") as gw:
+                assert gw.app.state.studies.consumer is None
+                created = await gw.client.post(
+                    "/v1/studies/fake", json={"seed": 3}, headers=auth(ADMIN_KEY)
+                )
+                study_id = created.json()["id"]
+                body = await wait_for_study(gw, study_id, limit_s=40)
+                assert body["status"] == "succeeded", body
+                assert body["worker"] == "study-worker"
+                assert body["result"]["metrics"] == {
+                    "steps": 3,
+                    "seed": 3,
+                    "threads": 1,
+                    "niceness": 19,
+                }
+                figure = await gw.client.get(
+                    f"/v1/studies/{study_id}/figures/curve.png", headers=auth(ADMIN_KEY)
+                )
+                assert figure.status_code == 200 and figure.content == tiny_png()
+                # result.json and the figures stay on the worker's disk too
+                assert (tmp_path / "worker" / "studies" / study_id / "result.json").is_file()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = await asyncio.to_thread(process.communicate, timeout=30)
+    assert process.returncode == 0, output.decode()
+    assert b"pool 'default', batch 64, studies" in output
 
 
 async def test_studies_need_an_admin_key(gw: Gateway) -> None:

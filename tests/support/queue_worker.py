@@ -2,11 +2,13 @@
 
     python -m support.queue_worker --redis-url URL --name NAME [--pool P] [--batch N]
         [--delay SECONDS] [--fail-on TEXT] [--crash-on TEXT] [--timing JSON]
+        [--studies --data-dir DIR [--extra-studies JSON] [--study-timing JSON]]
 
 The engine echoes the last message (``echo <text>``), so every result can be checked against
 its job. ``--delay`` makes each engine call take that long (to be killed while holding jobs);
 ``--fail-on`` raises an ``EngineError`` on prompts containing TEXT (a poison job);
 ``--crash-on`` kills the process on them (a poison job that takes its worker down).
+``--studies`` runs a ``StudyConsumer`` beside the worker, as ``minions-gw worker --studies`` does.
 Product code never imports this (``minions-gw worker`` builds real engines only).
 """
 
@@ -18,13 +20,16 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from analysis.studies import study_registry
 from support.scripted_engine import ScriptedEngine
 from workers.engines.base import GenerationRequest, GenerationResult
 from workers.queue.jobs import QueueTiming
-from workers.worker import Worker, run_until_signalled
+from workers.studies.consumer import StudyConsumer, StudyTiming
+from workers.worker import Sidecar, Worker, run_until_signalled
 
 CRASH_EXIT_CODE = 70
 
@@ -57,8 +62,20 @@ async def main(args: argparse.Namespace) -> None:
     worker = Worker(
         redis, engine, pool=args.pool, batch=args.batch, consumer_name=args.name, timing=timing
     )
+    sidecars: list[Sidecar] = []
+    if args.studies:
+        sidecars.append(
+            StudyConsumer(
+                redis,
+                Path(args.data_dir),
+                registry=study_registry(json.loads(args.extra_studies)),
+                name=args.name,
+                timing=StudyTiming(**json.loads(args.study_timing)),
+                may_start=lambda: worker.idle,
+            )
+        )
     try:
-        await run_until_signalled(worker)
+        await run_until_signalled(worker, *sidecars)
     finally:
         await redis.aclose()
 
@@ -73,6 +90,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fail-on", default=None)
     parser.add_argument("--crash-on", default=None)
     parser.add_argument("--timing", default="{}", help="QueueTiming fields as JSON")
+    parser.add_argument("--studies", action="store_true", help="also run queued studies")
+    parser.add_argument("--data-dir", default=".", help="where study results are written")
+    parser.add_argument("--extra-studies", default="{}", help="study name -> module, as JSON")
+    parser.add_argument("--study-timing", default="{}", help="StudyTiming fields as JSON")
     return parser.parse_args(argv)
 
 

@@ -89,7 +89,9 @@ def spawn_worker(
         command = [sys.executable, "-m", "support.queue_worker", "--redis-url", url or redis_url]
         command += ["--name", name, "--timing", json.dumps(dataclasses.asdict(timing))]
         for option, value in options.items():
-            if value is not None:
+            if value is True:  # a flag (``studies=True`` -> ``--studies``)
+                command.append(f"--{option.replace('_', '-')}")
+            elif value is not None:
                 command += [f"--{option.replace('_', '-')}", str(value)]
         env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'tests'}"}
         with (tmp_path / f"{name}.log").open("wb") as log:

@@ -1,0 +1,287 @@
+"""Task runners as real processes: ``minions-gw serve`` and ``minions-gw runner`` sharing one
+task queue, a SIGKILLed runner's task completed by the other without paying a remote call twice,
+a graceful SIGTERM, and a poison task that kills every runner that takes it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from gateway_helpers import ADMIN_KEY, CODE_DOC, auth, scripted_engines
+from support.openai_server import FaultPlan, build_app, serve_in_thread
+from support.processes import Process, Processes, free_port, process_env
+from support.redis_queue import TEST_TIMING, wait_for_workers, wait_until
+from support.scripted_engine import ScriptedEngine
+from support.task_runner import CRASH_EXIT_CODE
+
+from gateway.store import Store
+from workers import keys
+
+pytestmark = pytest.mark.slow
+
+POOL = "gpu"
+MINIONS = {
+    "protocol": "minions",
+    "question": "What is the access code?",
+    "documents": [{"text": CODE_DOC}],
+    "options": {"chunking": "pages", "max_cost_usd": 0.5},
+}
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    started = Processes(tmp_path)
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def remote() -> Iterator[tuple[str, ScriptedEngine]]:
+    """A real OpenAI-compatible server on 127.0.0.1 over the scripted remote; its engine records
+    every call it answered."""
+    engine = scripted_engines(hang_on=None).remote
+    assert isinstance(engine, ScriptedEngine)
+    with serve_in_thread(build_app(engine, FaultPlan())) as url:
+        yield f"{url}/v1", engine
+
+
+def gateway_env(redis_url: str, remote_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """Real engines: the remote is the test server, local calls go to queue workers of ``POOL``
+    (the in-process local engine is an OpenAI adapter that is never called)."""
+    return process_env(
+        MGW_REDIS_URL=redis_url,
+        MGW_DATA_DIR=str(data_dir),
+        MGW_ADMIN_KEY=ADMIN_KEY,
+        MGW_LOCAL_ENGINE="openai",
+        MGW_LOCAL_BASE_URL="http://127.0.0.1:9/v1",
+        MGW_LOCAL_POOL=POOL,
+        MGW_REMOTE_BASE_URL=remote_url,
+        MGW_REMOTE_MODEL="gpt-4o",
+        MGW_REMOTE_API_KEY="test-remote-key",
+        MGW_RUNNER_HEARTBEAT_S="0.3",
+        MGW_RUNNER_CONCURRENCY="1",
+        **extra,
+    )
+
+
+def start_worker(processes: Processes, redis_url: str, delay_s: float) -> Process:
+    """A queue worker of ``POOL`` (scripted echo engine) whose every batch takes ``delay_s``."""
+    timing = json.dumps(dataclasses.asdict(TEST_TIMING))
+    command = [sys.executable, "-m", "support.queue_worker", "--redis-url", redis_url]
+    command += ["--name", "echo-worker", "--pool", POOL, "--delay", str(delay_s)]
+    return processes.start("worker", [*command, "--timing", timing], process_env())
+
+
+def remote_prompts(engine: ScriptedEngine) -> list[str]:
+    return ["\n".join(m.content for m in call.messages) for call in engine.calls]
+
+
+async def holder_of(store: Store, task_id: str) -> str | None:
+    """The runner (consumer) holding the task's stream entry, if one does."""
+    entries = {
+        entry_id
+        for entry_id, fields in await store.redis.xrange(keys.TASK_STREAM)
+        if fields.get("task") == task_id
+    }
+    rows: Any = await store.redis.xpending_range(keys.TASK_STREAM, keys.RUNNER_GROUP, "-", "+", 100)
+    return next((str(r["consumer"]) for r in rows if r["message_id"] in entries), None)
+
+
+def pid_of(consumer: str) -> int:
+    # Runner names are ``runner-<host>-<pid>-<random>``.
+    return int(consumer.rsplit("-", 2)[1])
+
+
+async def final(store: Store, task_id: str, timeout_s: float = 90.0) -> Any:
+    async def ended() -> bool:
+        record = await store.tasks.get(task_id)
+        return record is not None and record.status in ("succeeded", "failed", "cancelled")
+
+    await wait_until(ended, timeout_s, f"task {task_id} to end")
+    return await store.tasks.get(task_id)
+
+
+async def submit(url: str, body: dict[str, Any]) -> str:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        made = await client.post("/v1/admin/keys", json={"name": "t"}, headers=auth(ADMIN_KEY))
+        assert made.status_code == 201, made.text
+        response = await client.post("/v1/tasks", json=body, headers=auth(made.json()["key"]))
+        assert response.status_code == 202, response.text
+        task_id: str = response.json()["id"]
+        return task_id
+
+
+async def test_a_sigkilled_runner_s_task_is_completed_by_the_other_without_paying_twice(
+    processes: Processes,
+    remote: tuple[str, ScriptedEngine],
+    redis_url: str,
+    store: Store,
+    tmp_path: Path,
+) -> None:
+    remote_url, remote_engine = remote
+    env = gateway_env(redis_url, remote_url, tmp_path / "data")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    gateway = processes.cli("gateway-a", "serve", "--port", str(port), env=env)
+    runner = processes.cli("runner-b", "runner", env=env)
+    start_worker(processes, redis_url, delay_s=2.0)  # each local batch is in flight for 2 s
+    await asyncio.to_thread(gateway.wait_ready, url)
+    await asyncio.to_thread(runner.wait_for_line, "runner runner-")
+    await wait_for_workers(store.redis, ["echo-worker"], POOL, timeout_s=60)
+
+    task_id = await submit(url, MINIONS)
+
+    # Mid-flight: the plan (a paid remote call) is recorded and the local jobs are held.
+    async def mid_flight() -> bool:
+        held = await store.redis.xpending(keys.job_stream(POOL), keys.JOB_GROUP)
+        return held["pending"] > 0 and await holder_of(store, task_id) is not None
+
+    await wait_until(mid_flight, 60, "the task's local jobs to be in flight")
+    assert len(remote_engine.calls) == 1 and "Plan the work" in remote_prompts(remote_engine)[0]
+    assert await store.redis.hlen(keys.task_remote_calls(task_id)) == 1
+    victim_name = await holder_of(store, task_id)
+    assert victim_name is not None
+    victim, survivor = (
+        (gateway, runner) if pid_of(victim_name) == gateway.pid else (runner, gateway)
+    )
+    assert pid_of(victim_name) == victim.pid
+    victim.popen.send_signal(signal.SIGKILL)
+    victim.popen.wait(timeout=30)
+
+    record = await final(store, task_id)
+    assert record.status == "succeeded", record.error
+    assert record.result["answer"] == "4817"
+    assert record.attempts == 2
+    prompts = remote_prompts(remote_engine)
+    assert len(prompts) == len(set(prompts)) == 2, prompts  # plan + aggregation, each paid once
+    assert "reclaimed task " + task_id in survivor.output()
+    assert await store.redis.xlen(keys.TASK_STREAM) == 0
+    assert not await store.redis.exists(keys.task_remote_calls(task_id))
+    # Graceful exits: the runner command exits 0; uvicorn re-raises the SIGTERM it handled.
+    code = survivor.stop()
+    assert code in ((0,) if survivor is runner else (0, -signal.SIGTERM)), survivor.output()
+
+
+async def test_the_runner_command_returns_its_task_to_the_queue_on_sigterm(
+    processes: Processes,
+    remote: tuple[str, ScriptedEngine],
+    redis_url: str,
+    store: Store,
+    make_gateway: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    remote_url, remote_engine = remote
+    env = gateway_env(redis_url, remote_url, tmp_path / "data")
+    start_worker(processes, redis_url, delay_s=3.0)
+    first = processes.cli("runner-1", "runner", "--concurrency", "2", env=env)
+    # An HTTP-only gateway (no runner of its own) takes the task; only the runner runs it.
+    async with make_gateway(runner_enabled=False, local_pool=POOL) as gw:
+        assert (await gw.client.get("/ready")).status_code == 200
+        key = await gw.new_key()
+        response = await gw.client.post("/v1/tasks", json=MINIONS, headers=auth(key))
+        task_id = response.json()["id"]
+        await asyncio.to_thread(first.wait_for_line, "runner runner-")
+        assert "concurrency 2" in first.output()
+
+        async def held_by_first() -> bool:
+            holder = await holder_of(store, task_id)
+            return holder is not None and pid_of(holder) == first.pid
+
+        await wait_until(held_by_first, 60, "the runner to take the task")
+        assert first.stop(signal.SIGTERM) == 0, first.output()
+        record = await store.tasks.get(task_id)
+        assert record is not None and record.status == "queued" and record.attempts == 1
+        pending = await store.redis.xpending(keys.TASK_STREAM, keys.RUNNER_GROUP)
+        assert pending["pending"] == 0 and await store.redis.xlen(keys.TASK_STREAM) == 1
+
+        second = processes.cli("runner-2", "runner", env=env)
+        record = await final(store, task_id)
+        assert record.status == "succeeded", record.error
+        assert record.attempts == 2
+        assert (await gw.wait_for(task_id, key))["result"]["answer"] == "4817"
+        assert gw.engines.remote.calls == []  # the gateway process ran nothing
+        assert second.stop() == 0, second.output()
+    prompts = remote_prompts(remote_engine)
+    assert len(prompts) == len(set(prompts)), prompts
+
+
+POISON = {
+    "protocol": "remote_only",
+    "question": "What is the access code? POISON",
+    "documents": [{"text": CODE_DOC}],
+    "options": {"max_cost_usd": 0.5},
+}
+
+
+async def test_a_poison_task_that_kills_every_runner_is_failed_after_max_deliveries(
+    processes: Processes,
+    redis_url: str,
+    store: Store,
+    make_gateway: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    env = process_env(
+        MGW_REDIS_URL=redis_url,
+        MGW_DATA_DIR=str(tmp_path / "data"),
+        MGW_RUNNER_HEARTBEAT_S="0.2",
+        MGW_RUNNER_CONCURRENCY="1",
+        MGW_RUNNER_MAX_DELIVERIES="3",
+    )
+    launcher = [sys.executable, "-m", "support.task_runner", "--crash-on", "POISON"]
+    started = 0
+
+    def start_runner() -> Process:
+        nonlocal started
+        started += 1
+        return processes.start(f"runner-{started}", launcher, env)
+
+    async with make_gateway(runner_enabled=False) as gw:
+        key = await gw.new_key()
+        poison = (await gw.client.post("/v1/tasks", json=POISON, headers=auth(key))).json()["id"]
+        body = {**POISON, "question": "What is the access code?"}
+        others = [
+            (await gw.client.post("/v1/tasks", json=body, headers=auth(key))).json()["id"]
+            for _ in range(3)
+        ]
+        runners = [start_runner(), start_runner()]
+        crashes = 0
+
+        async def all_ended() -> bool:
+            # A supervisor: every runner that died is replaced (and must have crashed on purpose).
+            nonlocal crashes
+            for n, runner in enumerate(runners):
+                if not runner.alive():
+                    assert runner.popen.returncode == CRASH_EXIT_CODE, runner.output()
+                    crashes += 1
+                    runners[n] = start_runner()
+            records = [await store.tasks.get(i) for i in (poison, *others)]
+            return all(r is not None and r.status in ("succeeded", "failed") for r in records)
+
+        await wait_until(all_ended, 120, "every task to end")
+        failed = await gw.wait_for(poison, key)
+        assert failed["status"] == "failed"
+        assert failed["error"]["message"] == (
+            "the task was started 3 times and each runner that ran it died or stalled; "
+            "it is not retried again"
+        )
+        assert crashes == 3
+        for task_id in others:
+            task = await gw.wait_for(task_id, key)
+            assert task["status"] == "succeeded" and task["result"]["answer"] == "4817"
+            assert (await store.tasks.get(task_id)).attempts == 1  # type: ignore[union-attr]
+        for runner in runners:
+            # A replacement may still be starting: signal it once it runs (handlers installed).
+            await asyncio.to_thread(runner.wait_for_line, "runner runner-")
+            assert runner.stop() == 0, runner.output()
+    assert await store.redis.xlen(keys.TASK_STREAM) == 0
+    assert (await store.redis.xpending(keys.TASK_STREAM, keys.RUNNER_GROUP))["pending"] == 0
+    budget = await store.api_keys.get(key.split("_")[1])
+    assert budget is not None and budget.reserved_nano == 0
