@@ -30,6 +30,7 @@ from gateway.execution import TaskExecutor
 from gateway.metrics import Metrics
 from gateway.store import TERMINAL, Store
 from workers import keys
+from workers.streams import reclaim_stale
 
 logger = logging.getLogger(__name__)
 
@@ -188,32 +189,20 @@ class InProcessRunner:
 
     async def _reclaim_one(self) -> tuple[str, str, int] | None:
         """Take over one entry whose runner stopped renewing it (died or stalled)."""
-        redis = self.store.redis
-        pending: Any = await redis.xpending_range(
-            keys.TASK_STREAM, keys.RUNNER_GROUP, "-", "+", 8, idle=self.reclaim_after_ms
+        entry = await reclaim_stale(
+            self.store.redis, keys.TASK_STREAM, keys.RUNNER_GROUP, self.name, self.reclaim_after_ms
         )
-        for row in pending:
-            entry_id = str(row["message_id"])
-            claimed: Any = await redis.xclaim(
-                keys.TASK_STREAM, keys.RUNNER_GROUP, self.name, self.reclaim_after_ms, [entry_id]
-            )
-            if not claimed:
-                continue  # another runner won, or the entry is gone
-            _id, fields = claimed[0]
-            if not fields:  # deleted meanwhile
-                await self.store.tasks.done(entry_id)
-                continue
-            deliveries = int(row["times_delivered"]) + 1
-            self.reclaimed += 1
-            logger.warning(
-                "reclaimed task %s from runner %s (idle %d ms, delivery %d)",
-                fields.get("task"),
-                row["consumer"],
-                row["time_since_delivered"],
-                deliveries,
-            )
-            return entry_id, str(fields.get("task", "")), deliveries
-        return None
+        if entry is None:
+            return None
+        self.reclaimed += 1
+        logger.warning(
+            "reclaimed task %s from runner %s (idle %d ms, delivery %d)",
+            entry.fields.get("task"),
+            entry.previous_owner,
+            entry.idle_ms,
+            entry.deliveries,
+        )
+        return entry.entry_id, entry.fields.get("task", ""), entry.deliveries
 
     async def _heartbeat(self) -> None:
         while not self._stopping:

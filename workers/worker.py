@@ -28,9 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workers import keys
 from workers.engines.base import Engine, GenerationResult
@@ -45,12 +43,12 @@ from workers.queue.jobs import (
     failure_kind,
 )
 from workers.queue.reclaim import Reclaimer
+from workers.streams import REDIS_DOWN, retry_while_down
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Attempt = GenerationResult | list[float] | BaseException
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class Worker:
@@ -260,21 +258,9 @@ class Worker:
     async def _redis_step(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
         """Run a Redis step, retrying while the server is unreachable (a restart). When the
         worker is stopping it gives up after one heartbeat TTL, leaving its jobs for reclaim."""
-        loop = asyncio.get_running_loop()
-        give_up_at: float | None = None
-        delay = 0.05
-        while True:
-            try:
-                return await step()
-            except REDIS_DOWN as exc:
-                now = loop.time()
-                if self._stopping.is_set():
-                    give_up_at = give_up_at or now + self.timing.heartbeat_ttl_s
-                    if now >= give_up_at:
-                        raise
-                logger.warning("%s: Redis unreachable (%s); retrying in %.2fs", what, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
+        return await retry_while_down(
+            what, step, stopping=self._stopping.is_set, give_up_after_s=self.timing.heartbeat_ttl_s
+        )
 
 
 class Sidecar(Protocol):

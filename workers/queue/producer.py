@@ -23,8 +23,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workers import keys
 from workers.engines.base import Engine, GenerationRequest, GenerationResult, validate_continuations
@@ -43,10 +41,10 @@ from workers.queue.jobs import (
     score_body,
     work_tokens,
 )
+from workers.streams import REDIS_DOWN
 
 logger = logging.getLogger(__name__)
 
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 REPLY_TTL_MS = 15 * 60 * 1000  # renewed while the call waits; a crashed caller's stream expires
 REPLY_RENEW_S = 60.0
 

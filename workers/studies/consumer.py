@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workers import keys
+from workers.streams import REDIS_DOWN, reclaim_stale, retry_while_down
 from workers.studies import figures
 from workers.studies.runner import ChildSpec, Outcome, run_child
 from workers.studies.store import StudyStore
@@ -44,7 +43,6 @@ from workers.studies.store import StudyStore
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,33 +148,24 @@ class StudyConsumer:
 
     async def _reclaim_one(self) -> tuple[str, str, int] | None:
         """Take over one study whose consumer stopped renewing it (died or stalled)."""
-        redis = self.store.redis
-        min_idle = self.timing.reclaim_after_ms
-        pending: Any = await redis.xpending_range(
-            keys.STUDY_STREAM, keys.STUDY_GROUP, "-", "+", 8, idle=min_idle
+        entry = await reclaim_stale(
+            self.store.redis,
+            keys.STUDY_STREAM,
+            keys.STUDY_GROUP,
+            self.name,
+            self.timing.reclaim_after_ms,
         )
-        for row in pending:
-            entry_id = str(row["message_id"])
-            claimed: Any = await redis.xclaim(
-                keys.STUDY_STREAM, keys.STUDY_GROUP, self.name, min_idle, [entry_id]
-            )
-            if not claimed:
-                continue  # another consumer won
-            _id, fields = claimed[0]
-            if not fields:  # deleted meanwhile
-                await self.store.drop(entry_id)
-                continue
-            deliveries = int(row["times_delivered"]) + 1
-            logger.warning(
-                "study consumer %s reclaimed study %s from %s (idle %d ms, delivery %d)",
-                self.name,
-                fields.get("study"),
-                row["consumer"],
-                row["time_since_delivered"],
-                deliveries,
-            )
-            return entry_id, str(fields.get("study", "")), deliveries
-        return None
+        if entry is None:
+            return None
+        logger.warning(
+            "study consumer %s reclaimed study %s from %s (idle %d ms, delivery %d)",
+            self.name,
+            entry.fields.get("study"),
+            entry.previous_owner,
+            entry.idle_ms,
+            entry.deliveries,
+        )
+        return entry.entry_id, entry.fields.get("study", ""), entry.deliveries
 
     # -- running one --------------------------------------------------------------------------
     async def _run_entry(self, entry_id: str, study_id: str, deliveries: int) -> None:
@@ -306,17 +295,6 @@ class StudyConsumer:
     async def _redis_step(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
         """Retry a Redis step while the server is unreachable (a restart). When stopping, give up
         after three heartbeats: the entry stays pending and is reclaimed."""
-        loop = asyncio.get_running_loop()
-        give_up_at: float | None = None
-        delay = 0.05
-        while True:
-            try:
-                return await step()
-            except REDIS_DOWN as exc:
-                if self._stop.is_set():
-                    give_up_at = give_up_at or loop.time() + 3 * self.timing.heartbeat_s
-                    if loop.time() >= give_up_at:
-                        raise
-                logger.warning("%s: Redis unreachable (%s); retrying in %.2fs", what, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
+        return await retry_while_down(
+            what, step, stopping=self._stop.is_set, give_up_after_s=3 * self.timing.heartbeat_s
+        )
