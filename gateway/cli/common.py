@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -13,6 +13,15 @@ from rich.console import Console
 from gateway.settings import Settings
 from gateway.store.connection import find_embedded_url
 from workers.engines.errors import EngineConfigError, EngineError
+
+# ``--redis-url`` of the commands that join a running gateway (worker, runner).
+RedisUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        help="the gateway's Redis; default MGW_REDIS_URL, else the embedded one "
+        "`minions-gw serve` runs for MGW_DATA_DIR"
+    ),
+]
 
 T = TypeVar("T")
 console = Console()

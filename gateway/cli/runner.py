@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from gateway.assembly import open_core
-from gateway.cli.common import console, load_settings, redis_url_for, run_async
+from gateway.cli.common import RedisUrlOption, console, load_settings, redis_url_for, run_async
 from gateway.engines import EngineSet
 from gateway.metrics import Metrics
 from gateway.settings import Settings
@@ -27,13 +27,7 @@ def runner(
         int | None,
         typer.Option(min=1, max=256, help="tasks run at once; default MGW_RUNNER_CONCURRENCY"),
     ] = None,
-    redis_url: Annotated[
-        str | None,
-        typer.Option(
-            help="the gateway's Redis; default MGW_REDIS_URL, else the embedded one "
-            "`minions-gw serve` runs for MGW_DATA_DIR"
-        ),
-    ] = None,
+    redis_url: RedisUrlOption = None,
 ) -> None:
     """Run queued tasks from the gateway's Redis; SIGTERM or SIGINT stops gracefully (running
     tasks go back to the queue) and exits 0."""

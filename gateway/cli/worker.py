@@ -11,7 +11,14 @@ import typer
 from redis.exceptions import RedisError
 
 from analysis.studies import study_registry
-from gateway.cli.common import console, fail, load_settings, redis_url_for, run_async
+from gateway.cli.common import (
+    RedisUrlOption,
+    console,
+    fail,
+    load_settings,
+    redis_url_for,
+    run_async,
+)
 from workers import keys
 from workers.engines.factory import ADAPTERS, create_engine
 from workers.studies.consumer import StudyConsumer
@@ -38,13 +45,7 @@ def worker(
             min=1, help="jobs read (and run as one batch) at a time; default MGW_LOCAL_MAX_NUM_SEQS"
         ),
     ] = None,
-    redis_url: Annotated[
-        str | None,
-        typer.Option(
-            help="the gateway's Redis; default MGW_REDIS_URL, else the embedded one "
-            "`minions-gw serve` runs for MGW_DATA_DIR"
-        ),
-    ] = None,
+    redis_url: RedisUrlOption = None,
     base_url: Annotated[
         str | None, typer.Option(help="the server of --engine openai; default MGW_LOCAL_BASE_URL")
     ] = None,

@@ -19,8 +19,7 @@ from gateway_helpers import ADMIN_KEY, CODE_DOC, auth, scripted_engines
 from support.openai_server import FaultPlan, build_app, serve_in_thread
 from support.processes import Process, Processes, free_port, process_env
 from support.redis_queue import TEST_TIMING, wait_for_workers, wait_until
-from support.scripted_engine import ScriptedEngine
-from support.task_runner import CRASH_EXIT_CODE
+from support.scripted_engine import CRASH_EXIT_CODE, ScriptedEngine
 
 from gateway.store import Store
 from workers import keys

@@ -18,41 +18,16 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import redis.asyncio as aioredis
 
 from analysis.studies import study_registry
-from support.scripted_engine import ScriptedEngine
-from workers.engines.base import GenerationRequest, GenerationResult
+from support.scripted_engine import SlowScriptedEngine
 from workers.queue.jobs import QueueTiming
 from workers.studies.consumer import StudyConsumer, StudyTiming
 from workers.worker import Sidecar, Worker, run_until_signalled
-
-CRASH_EXIT_CODE = 70
-
-
-def echo(request: GenerationRequest) -> str:
-    return f"echo {request.messages[-1].content}"
-
-
-class SlowScriptedEngine(ScriptedEngine):
-    def __init__(self, delay_s: float, crash_on: str | None, **options: object) -> None:
-        super().__init__(default=echo, **options)  # type: ignore[arg-type]
-        self.delay_s = delay_s
-        self.crash_on = crash_on
-
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        if self.crash_on is not None and any(
-            self.crash_on in m.content for r in requests for m in r.messages
-        ):
-            logging.getLogger(__name__).error("crashing on purpose (%r)", self.crash_on)
-            os._exit(CRASH_EXIT_CODE)
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        return await super().generate(requests)
 
 
 async def main(args: argparse.Namespace) -> None:

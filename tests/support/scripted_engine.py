@@ -9,6 +9,9 @@ tests can compute expected usage by hand.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -98,3 +101,32 @@ class ScriptedEngine(Engine):
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+CRASH_EXIT_CODE = 70  # how a process that ran a crash_on request exits
+
+
+def echo(request: GenerationRequest) -> str:
+    return f"echo {request.messages[-1].content}"
+
+
+class SlowScriptedEngine(ScriptedEngine):
+    """A scripted engine that takes ``delay_s`` per batch, and kills its whole process (exit
+    ``CRASH_EXIT_CODE``) on a request containing ``crash_on``: a poison job or task. It echoes
+    the last message (``echo <text>``) unless given another ``default``."""
+
+    def __init__(self, delay_s: float = 0.0, crash_on: str | None = None, **options: object):
+        options.setdefault("default", echo)
+        super().__init__(**options)  # type: ignore[arg-type]
+        self.delay_s = delay_s
+        self.crash_on = crash_on
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        if self.crash_on is not None and any(
+            self.crash_on in m.content for r in requests for m in r.messages
+        ):
+            logging.getLogger(__name__).error("crashing on purpose (%r)", self.crash_on)
+            os._exit(CRASH_EXIT_CODE)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return await super().generate(requests)

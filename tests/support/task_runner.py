@@ -14,39 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 from collections.abc import Sequence
 
 from gateway.cli.runner import run_runner
 from gateway.engines import EngineSet
 from gateway.settings import Settings
-from support.scripted_engine import ScriptedEngine
-from workers.engines.base import GenerationRequest, GenerationResult
-
-CRASH_EXIT_CODE = 70
-
-
-class CrashingEngine(ScriptedEngine):
-    def __init__(self, crash_on: str | None, delay_s: float, **options: object) -> None:
-        super().__init__(**options)  # type: ignore[arg-type]
-        self.crash_on = crash_on
-        self.delay_s = delay_s
-
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        if self.crash_on is not None and any(
-            self.crash_on in m.content for r in requests for m in r.messages
-        ):
-            logging.getLogger(__name__).error("crashing on purpose (%r)", self.crash_on)
-            os._exit(CRASH_EXIT_CODE)
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        return await super().generate(requests)
+from support.scripted_engine import ScriptedEngine, SlowScriptedEngine
 
 
 async def main(args: argparse.Namespace) -> None:
     local = ScriptedEngine(default="NONE", model="smollm2-135m-instruct", context_window=8192)
-    remote = CrashingEngine(
-        args.crash_on, args.delay, default="4817", model="gpt-4o", context_window=16_384
+    remote = SlowScriptedEngine(
+        args.delay, args.crash_on, default="4817", model="gpt-4o", context_window=16_384
     )
     engines = EngineSet(local=local, remote=remote, remote_stand_in=False)
     await run_runner(Settings(), engines=engines)

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from support.openai_server import FaultPlan, build_app, serve_in_thread
-from support.queue_worker import echo
 from support.redis_queue import TEST_TIMING, wait_for_workers
-from support.scripted_engine import ScriptedEngine
+from support.scripted_engine import ScriptedEngine, echo
 
 from workers.engines.base import GenerationRequest
 from workers.queue import QueuedEngine, live_workers

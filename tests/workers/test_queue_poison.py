@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from support.queue_worker import CRASH_EXIT_CODE, echo
 from support.redis_queue import TEST_TIMING, wait_for_workers
-from support.scripted_engine import ScriptedEngine
+from support.scripted_engine import CRASH_EXIT_CODE, ScriptedEngine, echo
 
 from workers import keys
 from workers.engines.base import GenerationRequest

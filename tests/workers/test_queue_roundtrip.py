@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from support.queue_worker import SlowScriptedEngine, echo
 from support.redis_queue import TEST_TIMING, wait_until
-from support.scripted_engine import ScriptedEngine
+from support.scripted_engine import ScriptedEngine, SlowScriptedEngine, echo
 
 from workers import keys
 from workers.engines.base import GenerationRequest

@@ -17,8 +17,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from support.fake_study import Params
-from support.queue_worker import SlowScriptedEngine
 from support.redis_queue import TEST_TIMING, wait_until
+from support.scripted_engine import SlowScriptedEngine
 
 from analysis.studies import study_registry
 from workers import keys
