@@ -120,6 +120,7 @@ class InProcessRunner:
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._held: dict[str, str] = {}  # task id -> stream entry id
         self._reasons: dict[str, str] = {}
+        self._cancelling: set[asyncio.Task[bool]] = set()
         self._stopping = False
 
     @property
@@ -214,10 +215,28 @@ class InProcessRunner:
                 await self.store.redis.xclaim(
                     keys.TASK_STREAM, keys.RUNNER_GROUP, self.name, 0, held, justid=True
                 )
+                await self._cancel_requested_elsewhere()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("renewing the held tasks failed")
+
+    async def _cancel_requested_elsewhere(self) -> None:
+        """A ``DELETE`` served by another gateway process can only flag the task: the runner
+        running it sees the flag here, once a heartbeat, and aborts it as if cancelled here."""
+        task_ids = [task_id for task_id in self._jobs if task_id not in self._reasons]
+        if not task_ids:
+            return
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hget(keys.task(task_id), "cancel_requested")
+            flags = await pipe.execute()
+        for task_id, flag in zip(task_ids, flags, strict=True):
+            if flag == "1" and task_id in self._jobs and task_id not in self._reasons:
+                logger.info("task %s: cancel requested through another gateway", task_id)
+                cancelling = asyncio.create_task(self.cancel(task_id))
+                self._cancelling.add(cancelling)
+                cancelling.add_done_callback(self._cancelling.discard)
 
     # -- running one ------------------------------------------------------------------------
     async def _run(self, entry_id: str, task_id: str, deliveries: int) -> None:

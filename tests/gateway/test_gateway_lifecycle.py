@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,31 @@ async def test_cancel_a_running_task_aborts_its_engine_work_and_bills_it(gw: Gat
     assert again.status_code == 409
     events = await gw.store.events.read(task_id)
     assert events[-1].type == "cancelled"
+
+
+async def test_a_cancel_served_by_another_gateway_stops_the_run_within_a_heartbeat(
+    make_gateway: Callable[..., Any],
+) -> None:
+    # One gateway runs tasks; another serves HTTP only (its DELETE can only flag the task).
+    async with (
+        make_gateway(runner_heartbeat_s=0.1) as runs,
+        make_gateway(runner_enabled=False) as serves,
+    ):
+        key = await serves.new_key(budget_usd=5.0)
+        task_id = (await serves.client.post("/v1/tasks", json=SLOW, headers=auth(key))).json()["id"]
+        await runs.engines.remote.started.wait()  # running in the other gateway, hanging
+        response = await serves.client.delete(f"/v1/tasks/{task_id}", headers=auth(key))
+        assert response.status_code == 200 and response.json()["status"] == "running"
+        for _ in range(200):
+            view = (await serves.client.get(f"/v1/tasks/{task_id}", headers=auth(key))).json()
+            if view["status"] != "running":
+                break
+            await asyncio.sleep(0.05)
+        assert view["status"] == "cancelled"
+        assert runs.engines.remote.cancelled == 1
+        assert view["partial_usage"]["remote"]["prompt_tokens"] > 0
+        record = await serves.store.api_keys.get(key.split("_")[1])
+        assert record is not None and record.reserved_nano == 0
 
 
 async def test_cancel_a_queued_task(make_gateway: Callable[..., Any]) -> None:
