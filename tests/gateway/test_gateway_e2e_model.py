@@ -5,6 +5,7 @@ document."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -85,3 +86,16 @@ async def test_minions_through_the_openai_sdk_and_through_tasks_with_sse(
             assert task["status"] == "succeeded"
             assert task["result"]["answer"] == events[-1][1]["answer"]
             assert task["result"]["usage"]["local"]["total_tokens"] > 0
+            # Then, in the background, I(X;Z) of what crossed, scored by the real local engine
+            # (vLLM prompt log-probs); "skipped" only when every local job came back empty.
+            for _ in range(600):
+                mi = task["mi"]
+                if mi and mi["status"] != "pending":
+                    break
+                await asyncio.sleep(0.5)
+                task = (await http.get(f"/v1/tasks/{task_id}", headers=auth(ADMIN_KEY))).json()
+            assert mi["status"] in ("succeeded", "skipped"), mi
+            if mi["status"] == "succeeded":
+                assert mi["scorer_model"] == local_engine.model and mi["n_contexts"] >= 3
+                assert mi["mi_nats"] <= mi["upper_bound_nats"] + 1e-9
+                assert mi["bits_per_token"] is not None
