@@ -151,6 +151,8 @@ async def remote_tokens(engines: EngineSet, args: argparse.Namespace) -> dict[st
         "remote_max_tokens": 512,
         "job_max_tokens": 96,
         "max_tasks_per_round": 4,
+        # A Minion reply is meant to be short; the 135M local model fills whatever it may.
+        "local_max_tokens": 160,
     }
     report: dict[str, Any] = {
         "pages": args.pages,
