@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 
 from workers import keys
-from workers.engines.base import Engine, GenerationRequest, GenerationResult
+from workers.engines.base import Engine, GenerationRequest, GenerationResult, WrappedEngine
 from workers.queue.jobs import decode_outcome, encode_generation
 
 logger = logging.getLogger(__name__)
@@ -29,25 +29,13 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_TTL_S = 24 * 3600
 
 
-class CheckpointedEngine(Engine):
+class CheckpointedEngine(WrappedEngine):
     def __init__(self, inner: Engine, redis: aioredis.Redis, task_id: str) -> None:
-        super().__init__(model=inner.model, context_window=inner.context_window)
-        vars(self).update(
-            kind=inner.kind,
-            supports_json_schema=inner.supports_json_schema,
-            supports_score=inner.supports_score,
-        )
-        self.inner = inner
+        super().__init__(inner)
         self.reused = 0
         self._redis = redis
         self._key = keys.task_remote_calls(task_id)
         self._occurrences: Counter[str] = Counter()
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    async def score(self, prefix: str, continuations: Sequence[str]) -> list[float]:
-        return await self.inner.score(prefix, continuations)
 
     def _call_key(self, requests: Sequence[GenerationRequest]) -> str:
         content = json.dumps(
@@ -76,6 +64,3 @@ class CheckpointedEngine(Engine):
             pipe.expire(self._key, CHECKPOINT_TTL_S)
             await pipe.execute()
         return results
-
-    async def aclose(self) -> None:
-        """The wrapper owns nothing: the pool closes the engines."""

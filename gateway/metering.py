@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Sequence
 
 from analysis.costs import PriceTable, Usage
-from workers.engines.base import Engine, GenerationRequest, GenerationResult
+from workers.engines.base import Engine, GenerationRequest, GenerationResult, WrappedEngine
 from workers.engines.errors import EngineError
 
 # Room for chat-template markers on top of the text's own tokens.
@@ -47,7 +47,7 @@ def worst_case_call_usd(
     return total
 
 
-class MeteredEngine(Engine):
+class MeteredEngine(WrappedEngine):
     """Delegates to ``inner``; counts usage and cost; refuses remote calls past ``cap_usd``."""
 
     def __init__(
@@ -58,13 +58,7 @@ class MeteredEngine(Engine):
         priced: bool,
         cap_usd: float | None = None,
     ) -> None:
-        super().__init__(model=inner.model, context_window=inner.context_window)
-        vars(self).update(
-            kind=inner.kind,
-            supports_json_schema=inner.supports_json_schema,
-            supports_score=inner.supports_score,
-        )
-        self.inner = inner
+        super().__init__(inner)
         self.prices = prices
         self.priced = priced  # False for the local engine and for a local stand-in remote
         self.cap_usd = cap_usd
@@ -72,12 +66,6 @@ class MeteredEngine(Engine):
         self.cost_usd = 0.0
         self.requests = 0
         self.aborted_prompt_tokens = 0
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    async def score(self, prefix: str, continuations: Sequence[str]) -> list[float]:
-        return await self.inner.score(prefix, continuations)
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         worst = worst_case_call_usd(self.inner, self.prices, requests) if self.priced else 0.0
@@ -103,6 +91,3 @@ class MeteredEngine(Engine):
         self.requests += requests
         if self.priced:
             self.cost_usd += self.prices.cost(model, usage)
-
-    async def aclose(self) -> None:
-        """The wrapper owns nothing: the pool closes the engines."""

@@ -132,6 +132,27 @@ class Engine(ABC):
         }
 
 
+class WrappedEngine(Engine):
+    """An engine that adds something around ``inner`` (metering, checkpoints) and is otherwise
+    it: same kind, model, window and capabilities; tokens and scores come from ``inner``. It owns
+    nothing, so closing it leaves ``inner`` open (whoever built ``inner`` closes it)."""
+
+    def __init__(self, inner: Engine) -> None:
+        super().__init__(model=inner.model, context_window=inner.context_window)
+        vars(self).update(
+            kind=inner.kind,
+            supports_json_schema=inner.supports_json_schema,
+            supports_score=inner.supports_score,
+        )
+        self.inner = inner
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    async def score(self, prefix: str, continuations: Sequence[str]) -> list[float]:
+        return await self.inner.score(prefix, continuations)
+
+
 def validate_continuations(continuations: Sequence[str]) -> None:
     if not continuations:
         raise ValueError("continuations: at least one continuation is needed")
