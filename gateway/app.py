@@ -8,10 +8,10 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from gateway.assembly import open_core
-from gateway.auth import authenticate
+from gateway.auth import AuthMiddleware, document_security
 from gateway.deps import Services
 from gateway.documents import DocumentService
 from gateway.engines import EngineSet
@@ -92,11 +92,14 @@ def create_app(
         version="0.1.0",
         summary="A small local model reads the documents; a large remote model sees compact text.",
         lifespan=lifespan,
-        dependencies=[Depends(authenticate)],
     )
     install_error_handlers(app)
     for module in (health, tasks, documents, chat, admin, studies, analysis):
         app.include_router(module.router)
+    document_security(app)
+    # The last added runs first: metrics see every request, and a request without a valid key
+    # is refused before its body is read.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

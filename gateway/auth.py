@@ -1,52 +1,58 @@
-"""Bearer-key authentication and per-key rate limits, applied to every route by default.
+"""Bearer-key authentication and per-key rate limits: a pure ASGI middleware in front of every
+route, so a new route is protected without doing anything; only the paths in ``PUBLIC_PATHS``
+(and the dashboard's) are open.
 
-The app installs ``authenticate`` as a global dependency, so a new route is protected without
-doing anything; only the paths in ``PUBLIC_PATHS`` are open. Keys are looked up by the id they
-carry and compared by SHA-256 hash in constant time (``gateway.store.api_keys``); a verified key
-is kept for ``auth_cache_ttl_s`` (default 2 s), so revoking it from another process (the CLI, a
-second gateway) takes effect within that time, and at once on the gateway that revoked it.
+Keys are looked up by the id they carry and compared by SHA-256 hash in constant time
+(``gateway.store.api_keys``); a verified key is kept for ``auth_cache_ttl_s`` (default 2 s), so
+revoking it from another process (the CLI, a second gateway) takes effect within that time, and at
+once on the gateway that revoked it. A middleware rather than a global dependency: it runs before
+routing and costs no dependency resolution on every request.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import Forbidden, RateLimited, Unauthorized
+from gateway.errors import Forbidden, RateLimited, Unauthorized, exception_response
 from gateway.settings import Settings
 from gateway.store import ApiKey, Store
 
 PUBLIC_PATHS = frozenset(
     {"/health", "/ready", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 )
+PUBLIC_PREFIXES = ("/dashboard",)
 MAX_TOKEN_CHARS = 512
-
-bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: Bearer <key>")
-
-
-def _is_public(request: Request) -> bool:
-    route = request.scope.get("route")
-    path = getattr(route, "path", None) or request.url.path
-    return path in PUBLIC_PATHS or path.startswith("/dashboard")
+STATE_KEY = "api_key"  # where the verified key waits in the request's state
+SECURITY_SCHEME = "BearerKey"
+WS_POLICY_VIOLATION = 1008  # the close code for a websocket refused for its credentials
 
 
-async def authenticate(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> ApiKey | None:
-    """The caller's key (None on public routes). 401 without a valid key, 429 over its rate."""
-    if _is_public(request):
-        return None
-    if credentials is None or not credentials.credentials:
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def bearer_token(scope: Scope) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (scheme case-insensitive)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None
+
+
+async def verify(store: Store, settings: Settings, token: str | None) -> ApiKey:
+    """The caller's key. ``Unauthorized`` (401) without a valid one, ``RateLimited`` (429) over
+    its rate."""
+    if token is None:
         raise Unauthorized()
-    token = credentials.credentials
     if len(token) > MAX_TOKEN_CHARS:
         raise Unauthorized("the API key is not valid")
-    store: Store = request.app.state.store
-    settings: Settings = request.app.state.settings
     key = await store.api_keys.authenticate(token, settings.auth_cache_ttl_s)
     if key is None:
         raise Unauthorized("the API key is not valid")
@@ -57,14 +63,43 @@ async def authenticate(
             f"retry in {retry_after} s",
             retry_after_s=retry_after,
         )
-    request.state.api_key = key
     return key
 
 
-async def current_key(key: Annotated[ApiKey | None, Depends(authenticate)]) -> ApiKey:
+class AuthMiddleware:
+    """Every HTTP request (and websocket) to a non-public path needs a valid key under its rate
+    limit; the key is left in the request's state for ``CurrentKey``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or is_public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        try:
+            key = await verify(state.store, state.settings, bearer_token(scope))
+        except Exception as exc:  # every failure answers in the envelope, as a route would
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION})
+                return
+            await exception_response(exc, scope["method"], scope["path"])(scope, receive, send)
+            return
+        scope.setdefault("state", {})[STATE_KEY] = key
+        await self.app(scope, receive, send)
+
+
+def key_of(request: Request) -> ApiKey:
+    """The key ``AuthMiddleware`` verified for this request."""
+    key: ApiKey | None = request.scope.get("state", {}).get(STATE_KEY)
     if key is None:  # only a public route could get here, and public routes do not ask
         raise Unauthorized()
     return key
+
+
+async def current_key(request: Request) -> ApiKey:
+    return key_of(request)
 
 
 async def admin_key(key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
@@ -75,3 +110,40 @@ async def admin_key(key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
 
 CurrentKey = Annotated[ApiKey, Depends(current_key)]
 AdminKey = Annotated[ApiKey, Depends(admin_key)]
+
+
+def document_security(app: FastAPI) -> None:
+    """Declare the bearer key in the OpenAPI schema on every non-public operation, as the
+    middleware enforces it (a dependency would declare it, at a cost on every request)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                routes=app.routes,
+            )
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes[SECURITY_SCHEME] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an API key: Authorization: Bearer <key>",
+            }
+            for path, operations in schema.get("paths", {}).items():
+                if is_public(path):
+                    continue
+                for operation in operations.values():
+                    operation["security"] = [{SECURITY_SCHEME: []}]
+                    if "ErrorEnvelope" in schema["components"].get("schemas", {}):
+                        operation.setdefault("responses", {}).setdefault("401", _UNAUTHORIZED)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+_UNAUTHORIZED = {
+    "description": "no valid API key",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+}

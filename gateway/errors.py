@@ -13,6 +13,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.metering import CostCapReached
@@ -137,6 +139,8 @@ def describe(exc: Exception) -> tuple[int, str, str, str | None]:
     """(status, type, message, param) for any exception, from the table."""
     if isinstance(exc, GatewayError):
         return exc.status_code, exc.type, exc.message, exc.param
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return 503, "unavailable", "the task store is unreachable; retry shortly", None
     for cls in type(exc).__mro__:
         if cls in ERROR_TABLE:
             status, type_ = ERROR_TABLE[cls]
@@ -169,12 +173,20 @@ def _validation_message(errors: Any) -> tuple[str, str | None]:
     return "; ".join(lines) or "invalid request", first or None
 
 
-async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
+def exception_response(exc: Exception, method: str, path: str) -> JSONResponse:
+    """The envelope for ``exc``; a 5xx is logged (by type and route, never with the input)."""
     status, type_, message, param = describe(exc)
     headers = exc.headers if isinstance(exc, GatewayError) else None
     if status >= 500:
-        logger.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+        if status == 500:
+            logger.error("%s %s failed", method, path, exc_info=exc)
+        else:
+            logger.error("%s %s failed: %s", method, path, type(exc).__name__)
     return error_response(status, type_, message, param, headers)
+
+
+async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
+    return exception_response(exc, request.method, request.url.path)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -193,10 +205,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    status, type_, message, param = describe(exc)
-    if status >= 500:
-        logger.exception("%s %s failed", request.method, request.url.path)
-    return error_response(status, type_, message, param)
+    return exception_response(exc, request.method, request.url.path)
 
 
 def install_error_handlers(app: FastAPI) -> None:
