@@ -12,6 +12,7 @@ from gateway.store.api_keys import ApiKey, ApiKeyStore, Reservation
 from gateway.store.connection import EmbeddedRedis, client_for
 from gateway.store.documents import DocumentStore, StoredDocument
 from gateway.store.events import Event, EventStore
+from gateway.store.multiplexed import MultiplexedConnection
 from gateway.store.tasks import TERMINAL, TaskRecord, TaskStore, new_task_id
 from gateway.store.usage import UsageStore
 
@@ -19,7 +20,8 @@ logger = logging.getLogger(__name__)
 
 
 class Store:
-    """One Redis connection pool and the typed stores over it."""
+    """One Redis connection pool and the typed stores over it, plus one multiplexed connection
+    for the commands of the submit path (``gateway.store.multiplexed``)."""
 
     def __init__(
         self,
@@ -30,8 +32,9 @@ class Store:
     ) -> None:
         self.redis = redis
         self.embedded = embedded
+        self.multiplexed = MultiplexedConnection.for_client(redis)
         self.api_keys = ApiKeyStore(redis)
-        self.tasks = TaskStore(redis)
+        self.tasks = TaskStore(redis, self.multiplexed)
         self.documents = DocumentStore(redis)
         self.events = EventStore(redis, maxlen=event_stream_maxlen)
         self.usage = UsageStore(redis)
@@ -56,6 +59,8 @@ class Store:
             return False
 
     async def aclose(self) -> None:
+        if self.multiplexed is not None:
+            await self.multiplexed.aclose()
         await self.redis.aclose()
         if self.embedded is not None:
             self.embedded.close()

@@ -14,6 +14,7 @@ from typing import Any, Literal, cast
 import redis.asyncio as aioredis
 
 from gateway.store.documents import StoredDocument
+from gateway.store.multiplexed import MultiplexedConnection, register_script
 from workers import keys
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -176,10 +177,13 @@ def _mapping(fields: dict[str, Any]) -> dict[Any, Any]:
 
 
 class TaskStore:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, multiplexed: MultiplexedConnection | None = None
+    ) -> None:
         self.redis = redis
         self._transition = redis.register_script(_TRANSITION)
-        self._create = redis.register_script(_CREATE)
+        # The one command of a submit: on the multiplexed connection, off redis-py's pool.
+        self._create = register_script(redis, multiplexed, _CREATE)
 
     async def create(
         self,

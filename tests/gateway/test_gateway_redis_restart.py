@@ -65,17 +65,28 @@ async def test_a_running_task_completes_across_a_redis_restart(
 
             await asyncio.to_thread(embedded_redis.stop)
             await asyncio.sleep(1.0)  # down across several runner heartbeats
+            # Meanwhile a submit is refused as unavailable, in the envelope, and leaves nothing.
+            down = await gw.client.post("/v1/tasks", json=body, headers=auth(key))
+            assert down.status_code == 503, down.text
+            assert down.json()["error"]["type"] == "unavailable"
             await asyncio.to_thread(embedded_redis.start)
             remote.release.set()
 
             view = await gw.wait_for(task_id, key, limit_s=30)
             assert view["status"] == "succeeded", view["error"]
+            # A submit after the restart reconnects; the restarted server's script cache is empty.
+            again = await gw.client.post("/v1/tasks", json=body, headers=auth(key))
+            assert again.status_code == 202, again.text
+            second = await gw.wait_for(again.json()["id"], key, limit_s=30)
+            assert second["status"] == "succeeded", second["error"]
+            listed = await gw.client.get("/v1/tasks", headers=auth(key))
+            assert [task["id"] for task in listed.json()["data"]] == [second["id"], task_id]
             assert view["result"]["answer"] == "4817"
             events = [event.type for event in await store.events.read(task_id)]
             assert events[0] == "round_started" and events[-1] == "final"
             usage = await gw.client.get("/v1/admin/usage?by=protocol", headers=auth(ADMIN_KEY))
             assert usage.status_code == 200, usage.text
-            assert usage.json()["data"]["minions"]["tasks"] == 1, usage.json()
+            assert usage.json()["data"]["minions"]["tasks"] == 2, usage.json()
             assert await store.redis.config_get("appendonly") == {"appendonly": "yes"}
     finally:
         await store.aclose()
