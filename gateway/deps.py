@@ -34,9 +34,13 @@ class Services:
     metrics: Metrics
 
 
-async def get_services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+async def get_services(request: Request) -> Services:
+    return services_of(request)
 
 
 async def get_settings(request: Request) -> Settings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,10 +36,13 @@ class BodyLimitMiddleware:
                 try:
                     declared = int(value)
                 except ValueError:
-                    declared = 0
+                    break  # the server refuses such a request; count what arrives
                 if declared > self.max_bytes:
                     await self._reject(send)
                     return
+                # The server delivers no more than the declared length: nothing to count.
+                await self.app(scope, receive, send)
+                return
         received = 0
         started = False
 
@@ -84,6 +88,10 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+# Methods kept as a label value; any other a client sends counts as "other" (bounded labels).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class MetricsMiddleware:
     """Counts requests and times them by route template (never by raw path: ids would explode
     the label set)."""
@@ -91,6 +99,9 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # (method, route template, status) -> its request counter and latency histogram; bounded
+        # by the route table (unknown paths share "unmatched").
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,5 +126,13 @@ class MetricsMiddleware:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
         method = scope.get("method", "")
-        self.metrics.requests.labels(method, template, str(status)).inc()
-        self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
+        method = method if method in METHODS else "other"
+        labels = (method, template, status)
+        series = self._series.get(labels)
+        if series is None:  # ``labels()`` validates and locks on every call: look it up once
+            series = self._series[labels] = (
+                self.metrics.requests.labels(method, template, str(status)),
+                self.metrics.latency.labels(method, template),
+            )
+        series[0].inc()
+        series[1].observe(time.perf_counter() - started)

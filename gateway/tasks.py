@@ -140,8 +140,9 @@ class TaskService:
         remote = self.pool.remote_for(options.remote_model)
         stand_in = self.pool.stand_in and options.remote_model is None
         stored, inline = await self.documents.resolve(key, body.documents)
+        # ``options`` is an ``Options``: unset fields hold the same defaults the run will use.
         amount, cap = self.budgets.plan(
-            key, body.protocol, Options(**protocol_options), remote, stand_in, options.max_cost_usd
+            key, body.protocol, options, remote, stand_in, options.max_cost_usd
         )
         record = TaskRecord(
             id=task_id,

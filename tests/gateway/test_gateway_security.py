@@ -35,6 +35,33 @@ async def test_every_non_public_route_needs_a_key(gw: Gateway) -> None:
     assert checked >= 11
     for path in ("/health", "/ready", "/metrics"):
         assert (await gw.client.get(path)).status_code == 200
+    # Refused before routing: a path no route matches says nothing about what exists.
+    assert (await gw.client.get("/v1/no-such-route")).status_code == 401
+
+
+async def test_the_openapi_schema_declares_the_bearer_key_on_protected_operations(
+    gw: Gateway,
+) -> None:
+    schema = (await gw.client.get("/openapi.json")).json()
+    scheme = schema["components"]["securitySchemes"]["BearerKey"]
+    assert scheme == {"type": "http", "scheme": "bearer", "description": scheme["description"]}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            if path in PUBLIC_PATHS:
+                assert "security" not in operation, path
+            else:
+                assert operation["security"] == [{"BearerKey": []}], path
+                assert "401" in operation["responses"], path
+
+
+async def test_request_metrics_keep_their_labels_bounded(gw: Gateway) -> None:
+    key = await gw.new_key()
+    await gw.client.get("/v1/models", headers=auth(key))
+    await gw.client.request("BREW", "/v1/models", headers=auth(key))
+    metrics = (await gw.client.get("/metrics")).text
+    assert 'mgw_http_requests_total{method="GET",route="/v1/models",status="200"} 1.0' in metrics
+    assert 'method="other",route="/v1/models",status="405"' in metrics
+    assert "BREW" not in metrics
 
 
 async def test_admin_routes_refuse_ordinary_keys_and_keys_can_be_revoked(gw: Gateway) -> None:

@@ -105,6 +105,23 @@ async def test_idempotency_key_returns_the_same_task(gw: Gateway) -> None:
     assert third.status_code == 202 and third.json()["id"] != first.json()["id"]
 
 
+async def test_an_idempotency_key_out_of_bounds_is_refused_and_documented(gw: Gateway) -> None:
+    key = await gw.new_key()
+    for value in ("", "k" * 256):
+        response = await gw.client.post(
+            "/v1/tasks", json=task_body(), headers=auth(key) | {"Idempotency-Key": value}
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["param"] == "Idempotency-Key"
+    assert (await gw.client.get("/v1/tasks", headers=auth(key))).json()["data"] == []
+    longest = auth(key) | {"Idempotency-Key": "k" * 255}
+    assert (await gw.client.post("/v1/tasks", json=task_body(), headers=longest)).status_code == 202
+    schema = (await gw.client.get("/openapi.json")).json()
+    parameters = schema["paths"]["/v1/tasks"]["post"]["parameters"]
+    assert {"name": "Idempotency-Key", "in": "header"}.items() <= parameters[0].items()
+    assert parameters[0]["schema"]["maxLength"] == 255
+
+
 async def test_pagination_filters_and_ownership(gw: Gateway) -> None:
     key, other = await gw.new_key(), await gw.new_key()
     ids = []
