@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 class Store:
     """One Redis connection pool and the typed stores over it, plus one multiplexed connection
-    for the commands of the submit path (``gateway.store.multiplexed``)."""
+    for the commands on the request path: task admission and rate-limit leases
+    (``gateway.store.multiplexed``)."""
 
     def __init__(
         self,
@@ -33,7 +34,7 @@ class Store:
         self.redis = redis
         self.embedded = embedded
         self.multiplexed = MultiplexedConnection.for_client(redis)
-        self.api_keys = ApiKeyStore(redis)
+        self.api_keys = ApiKeyStore(redis, self.multiplexed)
         self.tasks = TaskStore(redis, self.multiplexed)
         self.documents = DocumentStore(redis)
         self.events = EventStore(redis, maxlen=event_stream_maxlen)

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from gateway.store.multiplexed import MultiplexedConnection
 from gateway.store.rate_limits import RateLimiter
 from workers import keys
 
@@ -102,10 +103,12 @@ class Reservation:
 
 
 class ApiKeyStore:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, multiplexed: MultiplexedConnection | None = None
+    ) -> None:
         self.redis = redis
         self._reserve = redis.register_script(_RESERVE)
-        self.rate_limits = RateLimiter(redis)
+        self.rate_limits = RateLimiter(redis, multiplexed)
         # Verified keys by token hash: (monotonic expiry, key). A revocation here clears it at
         # once; one in another process takes effect within the cache's time to live.
         self._verified: dict[str, tuple[float, ApiKey]] = {}

@@ -1,4 +1,4 @@
-"""One Redis connection that many coroutines share: the submit path's commands.
+"""One Redis connection that many coroutines share, for the commands on the request path.
 
 redis-py's asyncio client takes a connection from its pool for every command (a lock, a timeout
 scope, a health check, a retry wrapper, then the release): on a busy gateway that cost as much
@@ -7,10 +7,10 @@ order it received them, so concurrent commands can share a connection: each one 
 command and waits on a future that the next reply resolves. hiredis (C) packs the commands and
 parses the replies.
 
-Only single commands go through here (the task admission script); pipelines, transactions,
-blocking reads and everything else stay on redis-py. A TLS server (``rediss://``) has no
-multiplexed connection: ``MultiplexedConnection.for_client`` returns None and the caller keeps to
-redis-py.
+Only single commands of the request path go through here (the task admission script and the
+rate-limit leases); pipelines, transactions, blocking reads and everything else stay on redis-py.
+A TLS server (``rediss://``) has no multiplexed connection: ``MultiplexedConnection.for_client``
+returns None and the caller keeps to redis-py.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from gateway.store.multiplexed import MultiplexedConnection, register_script
 from workers import keys
 
 MAX_BLOCK = 32
@@ -40,8 +41,10 @@ class _Lease:
 
 
 class RateLimiter:
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self._lease = redis.register_script(_LEASE)
+    def __init__(
+        self, redis: aioredis.Redis, multiplexed: MultiplexedConnection | None = None
+    ) -> None:
+        self._lease = register_script(redis, multiplexed, _LEASE)
         self._leases: dict[str, _Lease] = {}
 
     async def allow(self, key_id: str, limit_per_minute: int) -> bool:
