@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -46,6 +47,7 @@ class _Replies(asyncio.Protocol):
         self._watchdog: asyncio.TimerHandle | None = None
         self._lost: Exception | None = None
         self.closed = False
+        self.finished = asyncio.Event()  # the transport is gone (its socket closed)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not an ``asyncio.Transport`` instance under uvloop (which uvicorn picks), only alike.
@@ -91,8 +93,9 @@ class _Replies(asyncio.Protocol):
         error = self._lost or RedisConnectionError(f"the Redis connection was lost: {exc or 'EOF'}")
         while self._waiting:
             future, _ = self._waiting.popleft()
-            if not future.done():
-                future.set_exception(error)
+            if not future.done():  # an instance each: raised in many tasks, one would collect
+                future.set_exception(type(error)(*error.args))  # all their tracebacks
+        self.finished.set()
 
     def close(self) -> None:
         if self._transport is not None and not self.closed:
@@ -190,9 +193,13 @@ class MultiplexedConnection:
         return await replies.send(_pack(command))
 
     async def aclose(self) -> None:
-        if self._replies is not None:
-            self._replies.close()
-            self._replies = None
+        replies, self._replies = self._replies, None
+        if replies is not None and self._loop is asyncio.get_running_loop():
+            replies.close()
+            # The transport closes its socket one turn of the loop later: wait for it, so that
+            # a loop ending right after this leaves no socket open.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(replies.finished.wait(), 1.0)
 
     async def _connect(self) -> _Replies:
         loop = asyncio.get_running_loop()
