@@ -15,7 +15,6 @@ import time
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import Forbidden, RateLimited, Unauthorized, exception_response
@@ -115,30 +114,26 @@ AdminKey = Annotated[ApiKey, Depends(admin_key)]
 def document_security(app: FastAPI) -> None:
     """Declare the bearer key in the OpenAPI schema on every non-public operation, as the
     middleware enforces it (a dependency would declare it, at a cost on every request)."""
+    generate = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title,
-                version=app.version,
-                summary=app.summary,
-                routes=app.routes,
-            )
-            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
-            schemes[SECURITY_SCHEME] = {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "an API key: Authorization: Bearer <key>",
-            }
-            for path, operations in schema.get("paths", {}).items():
-                if is_public(path):
-                    continue
-                for operation in operations.values():
-                    operation["security"] = [{SECURITY_SCHEME: []}]
-                    if "ErrorEnvelope" in schema["components"].get("schemas", {}):
-                        operation.setdefault("responses", {}).setdefault("401", _UNAUTHORIZED)
-            app.openapi_schema = schema
-        return app.openapi_schema
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()  # FastAPI's own schema, which it also keeps on app.openapi_schema
+        components = schema.setdefault("components", {})
+        components.setdefault("securitySchemes", {})[SECURITY_SCHEME] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "an API key: Authorization: Bearer <key>",
+        }
+        for path, operations in schema.get("paths", {}).items():
+            if is_public(path):
+                continue
+            for operation in operations.values():
+                operation["security"] = [{SECURITY_SCHEME: []}]
+                if "ErrorEnvelope" in components.get("schemas", {}):
+                    operation.setdefault("responses", {}).setdefault("401", _UNAUTHORIZED)
+        return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
