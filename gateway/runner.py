@@ -240,6 +240,11 @@ class InProcessRunner:
 
     # -- running one ------------------------------------------------------------------------
     async def _run(self, entry_id: str, task_id: str, deliveries: int) -> None:
+        if task_id in self._jobs:
+            # Our own entry, reclaimed because its renewal lapsed (Redis was unreachable for a
+            # while): the run holding it goes on, and the claim just renewed it.
+            logger.info("task %s: reclaimed its own entry; the run goes on", task_id)
+            return
         record = await self.store.tasks.get(task_id) if task_id else None
         if record is None or record.status in TERMINAL:
             await self.store.tasks.done(entry_id)

@@ -135,3 +135,40 @@ async def test_a_task_whose_runner_died_is_reclaimed_and_reuses_its_remote_repli
         assert gw.services.runner.reclaimed == 1  # type: ignore[attr-defined]
     assert await store.redis.xlen(keys.TASK_STREAM) == 0
     assert not await store.redis.exists(keys.task_remote_calls(task_id))
+
+
+async def test_a_runner_that_reclaims_its_own_lapsed_entry_does_not_run_the_task_twice(
+    make_gateway: Callable[..., Any], monkeypatch: Any
+) -> None:
+    """Renewals that fail for a while (Redis unreachable) let the entry of a running task go
+    idle; the runner's own sweep then claims it back. The run holding it goes on alone."""
+    async with make_gateway(runner_heartbeat_s=0.1) as gw:
+        runner, executor = gw.services.runner, gw.services.executor  # type: ignore[attr-defined]
+        runs: list[str] = []
+        execute = executor.execute
+
+        async def counted(record: Any, *args: Any) -> None:
+            runs.append(record.id)
+            await execute(record, *args)
+
+        monkeypatch.setattr(executor, "execute", counted)
+        key = await gw.new_key()
+        task_id = (await gw.client.post("/v1/tasks", json=SLOW, headers=auth(key))).json()["id"]
+        await gw.engines.remote.started.wait()  # type: ignore[attr-defined]
+        xclaim = gw.store.redis.xclaim
+
+        async def renewals_fail(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("justid"):  # the heartbeat's renewal, not the sweep's claim
+                raise ConnectionError("Redis is unreachable")
+            return await xclaim(*args, **kwargs)
+
+        monkeypatch.setattr(gw.store.redis, "xclaim", renewals_fail)
+        for _ in range(100):
+            if runner.reclaimed:
+                break
+            await asyncio.sleep(0.05)
+        assert runner.reclaimed >= 1  # the sweep took the lapsed entry back
+        await asyncio.sleep(0.3)
+        assert runs == [task_id]
+        cancelled = await gw.client.delete(f"/v1/tasks/{task_id}", headers=auth(key))
+        assert cancelled.json()["status"] == "cancelled"
