@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engines.errors import EngineError
 from engines.usage import Usage
+
+T = TypeVar("T")
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "abort", "error"]
@@ -119,6 +122,16 @@ class Engine(ABC):
     async def generate_one(self, request: GenerationRequest) -> GenerationResult:
         return (await self.generate([request]))[0]
 
+    async def generate_settled(
+        self, requests: Sequence[GenerationRequest]
+    ) -> list[GenerationResult | EngineError | ValueError]:
+        """Like ``generate``, but a request that fails yields its error in its place and fails
+        only itself; the others' results are kept. Cancelling the call cancels the unfinished.
+
+        By default each request is its own ``generate`` call, all at once (vLLM's scheduler still
+        batches them); adapters with a native per-request path override this."""
+        return await gather_settled([self.generate_one(request) for request in requests])
+
     async def aclose(self) -> None:  # noqa: B027 - engines without resources need no override
         """Release the engine's resources. Safe to call twice."""
 
@@ -162,11 +175,41 @@ def validate_continuations(continuations: Sequence[str]) -> None:
 
 
 async def gather_in_order(coroutines: Sequence[Any], limit: int) -> list[Any]:
-    """Run coroutines with at most ``limit`` in flight; results keep the input order."""
+    """Run coroutines with at most ``limit`` in flight; results keep the input order. The first
+    failure cancels the others (none runs on unobserved) and is raised once they have stopped."""
     semaphore = asyncio.Semaphore(limit)
 
     async def bounded(coroutine: Any) -> Any:
         async with semaphore:
             return await coroutine
 
-    return list(await asyncio.gather(*(bounded(c) for c in coroutines)))
+    return await _gather_all([bounded(c) for c in coroutines])
+
+
+async def gather_settled(
+    coroutines: Sequence[Coroutine[Any, Any, T]],
+) -> list[T | EngineError | ValueError]:
+    """Run coroutines together; each yields its value or the ``EngineError``/``ValueError`` it
+    failed with, so one failed request fails only itself. Anything else (a bug, cancellation)
+    cancels the rest and is raised once they have stopped."""
+
+    async def settle(coroutine: Coroutine[Any, Any, T]) -> T | EngineError | ValueError:
+        try:
+            return await coroutine
+        except (EngineError, ValueError) as exc:
+            return exc
+
+    return await _gather_all([settle(c) for c in coroutines])
+
+
+async def _gather_all(coroutines: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        # Wait for the cancelled ones to finish their cleanup (closing streams, aborting
+        # requests) before the failure or cancellation goes on.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -29,7 +29,13 @@ from typing import Any
 import httpx
 import openai
 
-from engines.base import Engine, GenerationRequest, GenerationResult, gather_settled
+from engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    gather_in_order,
+    gather_settled,
+)
 from engines.errors import (
     EngineCapabilityError,
     EngineConfigError,
@@ -48,6 +54,16 @@ from engines.usage import Usage
 
 logger = logging.getLogger(__name__)
 
+try:  # the openai SDK's own HTTP client; a broken stream raises its errors, not httpx's
+    import httpx2
+
+    _TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.TransportError, httpx2.TransportError)
+    _TIMEOUT_ERRORS: tuple[type[Exception], ...] = (httpx.TimeoutException, httpx2.TimeoutException)
+except ImportError:  # older SDKs use httpx itself
+    _TRANSPORT_ERRORS = (httpx.TransportError,)
+    _TIMEOUT_ERRORS = (httpx.TimeoutException,)
+
+_CONNECTION_ERRORS: tuple[type[Exception], ...] = (openai.APIConnectionError, *_TRANSPORT_ERRORS)
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "stop", "tool_calls": "stop"}
 _RETRY_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 _MAX_BACKOFF_S = 30.0
@@ -126,7 +142,10 @@ class LocalServerEngine(Engine):
         self._semaphore = asyncio.Semaphore(self.max_concurrency)
         self._server_counter: ServerTokenCounter | None = None
         self.token_source, self._count = self._counter(tokenizer, api_key)
-        self.supports_json_schema = info is not None and info.structured == "response_format"
+        # Detected once, here: an instance value over the class's default.
+        vars(self)["supports_json_schema"] = (
+            info is not None and info.structured == "response_format"
+        )
         if info is not None and info.structured == "none":
             self._warn(
                 f"local: {base_url} does not accept JSON schemas (response_format); job outputs "
@@ -137,7 +156,7 @@ class LocalServerEngine(Engine):
             base_url=base_url,
             api_key=api_key or "not-needed",
             max_retries=0,  # retries are ours: never for a timed-out request
-            timeout=httpx.Timeout(deadline_s, connect=connect_timeout_s),
+            timeout=openai.Timeout(deadline_s, connect=connect_timeout_s),
         )
 
     # -- what the server said -----------------------------------------------------------------
@@ -198,15 +217,12 @@ class LocalServerEngine(Engine):
 
     # -- generation -----------------------------------------------------------------------------
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        outcomes = await self.generate_settled(requests)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        return outcomes  # type: ignore[return-value]
+        # All or nothing: the first failure cancels (and so stops) the others.
+        return await gather_in_order([self._queued(r) for r in requests], max(len(requests), 1))
 
     async def generate_settled(
         self, requests: Sequence[GenerationRequest]
-    ) -> list[GenerationResult | EngineError]:
+    ) -> list[GenerationResult | EngineError | ValueError]:
         return await gather_settled([self._queued(r) for r in requests])
 
     async def _queued(self, request: GenerationRequest) -> GenerationResult:
@@ -266,9 +282,9 @@ class LocalServerEngine(Engine):
         stream: Any = None
         try:
             stream = await self._next(
-                self._client.chat.completions.create(
+                self._client.chat.completions.create(  # type: ignore[call-overload]
                     model=self.model,
-                    messages=[m.model_dump() for m in request.messages],  # type: ignore[misc]
+                    messages=[m.model_dump() for m in request.messages],
                     max_tokens=request.max_tokens,
                     temperature=request.temperature,
                     top_p=request.top_p,
@@ -283,12 +299,13 @@ class LocalServerEngine(Engine):
             return await self._collect(stream, deadline)
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from exc
-        except (openai.APIConnectionError, httpx.TransportError) as exc:
-            if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+        except _CONNECTION_ERRORS as exc:
+            if isinstance(exc, (openai.APITimeoutError, *_TIMEOUT_ERRORS)):
                 raise self._timeout(deadline) from exc
             raise _Retryable(f"lost the connection to {self.base_url}: {_reason(exc)}") from exc
         except openai.APIError as exc:  # an error event inside the stream
-            raise EngineError(f"local: {self.base_url} failed mid-reply: {_short(str(exc))}") from exc
+            message = f"local: {self.base_url} failed mid-reply: {_short(str(exc))}"
+            raise EngineError(message) from exc
         finally:
             if stream is not None:
                 # Closing the response drops the connection: the server stops decoding.
@@ -378,7 +395,7 @@ class LocalServerEngine(Engine):
             self._server_counter.close()
 
 
-def _retry_after(response: httpx.Response | None) -> float | None:
+def _retry_after(response: Any) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
     if response is None:
         return None

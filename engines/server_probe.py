@@ -104,7 +104,7 @@ def probe_server(
             if info is not None:
                 return info
         structured: Structured = "unknown"
-        if check_structured and models:
+        if check_structured and (model or models):
             structured = _try_response_format(client, model or models[0])
         return ServerInfo(
             family="openai-compatible",
