@@ -98,6 +98,8 @@ class Engine(ABC):
     kind: ClassVar[str]
     supports_json_schema: ClassVar[bool] = False
     supports_score: ClassVar[bool] = False
+    # Whether one request can fail without failing the rest of its batch (see generate_settled).
+    isolates_failures: ClassVar[bool] = False
 
     def __init__(self, model: str, context_window: int) -> None:
         self.model = model
@@ -125,12 +127,15 @@ class Engine(ABC):
     async def generate_settled(
         self, requests: Sequence[GenerationRequest]
     ) -> list[GenerationResult | EngineError | ValueError]:
-        """Like ``generate``, but a request that fails yields its error in its place and fails
-        only itself; the others' results are kept. Cancelling the call cancels the unfinished.
+        """Like ``generate``, but a failure comes back in place of a result instead of raising.
 
-        By default each request is its own ``generate`` call, all at once (vLLM's scheduler still
-        batches them); adapters with a native per-request path override this."""
-        return await gather_settled([self.generate_one(request) for request in requests])
+        Engines that answer each request on its own (``isolates_failures``) fail only the request
+        that failed and keep the others' results; by default the batch is one ``generate`` call,
+        and its failure is every request's. Cancelling the call cancels the unfinished."""
+        try:
+            return list(await self.generate(requests))
+        except (EngineError, ValueError) as exc:
+            return [exc] * len(requests)
 
     async def aclose(self) -> None:  # noqa: B027 - engines without resources need no override
         """Release the engine's resources. Safe to call twice."""
@@ -156,8 +161,18 @@ class WrappedEngine(Engine):
             kind=inner.kind,
             supports_json_schema=inner.supports_json_schema,
             supports_score=inner.supports_score,
+            isolates_failures=inner.isolates_failures,
         )
         self.inner = inner
+
+    async def generate_settled(
+        self, requests: Sequence[GenerationRequest]
+    ) -> list[GenerationResult | EngineError | ValueError]:
+        if not self.isolates_failures:
+            return await super().generate_settled(requests)
+        # Each request through this wrapper's own generate (so it meters or records each), all
+        # at once: the inner engine queues or batches them itself.
+        return await gather_settled([self.generate_one(request) for request in requests])
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)

@@ -95,6 +95,7 @@ class _Retryable(Exception):
 class LocalServerEngine(Engine):
     kind = "openai"
     supports_score = False
+    isolates_failures = True
 
     def __init__(
         self,

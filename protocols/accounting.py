@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 from engines.base import Engine, GenerationRequest, GenerationResult
+from engines.errors import EngineError
 from engines.prices import PriceTable
 from engines.usage import Usage
 from protocols.result import CallRecord, TokenCounts
@@ -75,6 +76,24 @@ class Recorder:
                 await self.events.emit("remote_call", record.model_dump())
         return results
 
+    async def generate_settled(
+        self, side: Side, purpose: str, requests: Sequence[GenerationRequest], *, round: int
+    ) -> list[GenerationResult | EngineError | ValueError]:
+        """Like ``generate`` for the local side, but a request that fails yields its error in its
+        place and fails alone; the batch's record counts it with finish reason ``error``."""
+        engine = self.engines[side]
+        started = time.perf_counter()
+        outcomes = await engine.generate_settled(requests)
+        seconds = time.perf_counter() - started
+        if len(outcomes) != len(requests):
+            raise RuntimeError(
+                f"{side} engine returned {len(outcomes)} outcomes for {len(requests)} requests"
+            )
+        results = [outcome for outcome in outcomes if isinstance(outcome, GenerationResult)]
+        failed = len(outcomes) - len(results)
+        self._record(side, purpose, round, engine.model, results, seconds, failed=failed)
+        return outcomes
+
     async def generate_one(
         self, side: Side, purpose: str, request: GenerationRequest, *, round: int
     ) -> GenerationResult:
@@ -88,6 +107,7 @@ class Recorder:
         model: str,
         results: Sequence[GenerationResult],
         seconds: float,
+        failed: int = 0,
     ) -> CallRecord:
         usage = Usage.sum([result.usage for result in results])
         record = CallRecord(
@@ -95,11 +115,11 @@ class Recorder:
             purpose=purpose,
             round=round,
             model=model,
-            requests=len(results),
+            requests=len(results) + failed,
             usage=TokenCounts.of(usage),
             seconds=seconds,
             cost_usd=self.prices.cost(model, usage),
-            finish_reasons=[result.finish_reason for result in results],
+            finish_reasons=[str(result.finish_reason) for result in results] + ["error"] * failed,
         )
         self.calls.append(record)
         return record

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from engines.base import Engine, GenerationRequest, GenerationResult
+from engines.errors import EngineTimeoutError
 from protocols import prompts
 from protocols.base import CHAT_TEMPLATE_MARGIN, chunk_source, neutralize
 from protocols.chunking import Chunk
@@ -133,9 +134,16 @@ def build_jobs(
     return batch
 
 
-def judge(job: Job, result: GenerationResult | None) -> tuple[LocalOutput | None, str | None]:
-    """A job's kept output, or the reason it was dropped."""
-    if result is None or result.finish_reason in ("abort", "error"):
+def judge(
+    job: Job, result: GenerationResult | Exception | None
+) -> tuple[LocalOutput | None, str | None]:
+    """A job's kept output, or the reason it was dropped (``timeout`` when the local engine timed
+    out on it, ``engine_error`` for any other failure)."""
+    if isinstance(result, EngineTimeoutError):
+        return None, "timeout"
+    if isinstance(result, Exception) or result is None:
+        return None, "engine_error"
+    if result.finish_reason in ("abort", "error"):
         return None, "engine_error"
     if result.finish_reason == "length":
         return None, "truncated"

@@ -130,6 +130,11 @@ class Result(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     answer: str
+    error: str | None = Field(
+        default=None,
+        description="why the run failed (the local model failed where nothing could stand in); "
+        "the usage spent until then is still reported",
+    )
     protocol: ProtocolName
     local_model: str
     remote_model: str
