@@ -331,6 +331,12 @@ async def _run_one(
             id=row.id, protocol=name, answer=None, correct=False, exact_match=False, f1=0.0,
             numeric_match=False, latency_s=time.perf_counter() - started, error=str(exc),
         )  # fmt: skip
+    if result.error is not None:  # the protocol failed but reported what it spent
+        logger.warning("%s failed on %s: %s", name, row.id, result.error)
+        return TaskOutcome(
+            id=row.id, protocol=name, answer=None, correct=False, exact_match=False, f1=0.0,
+            numeric_match=False, latency_s=time.perf_counter() - started, error=result.error,
+        )  # fmt: skip
     score = score_answer(result.answer, row.references)
     verdict = (
         await judge_answer(judge, row.question, result.answer, row.references) if judge else None

@@ -78,9 +78,14 @@ class JobCounts(BaseModel):
     planned: int = Field(description="(task, chunk, sample) jobs the plan asked for")
     run: int = 0
     kept: int = 0
-    skipped: int = Field(default=0, description="planned but over max_jobs_per_round")
+    skipped: int = Field(
+        default=0,
+        description="planned but over the round's budget (max_jobs_per_round, "
+        "max_local_tokens_per_round)",
+    )
     dropped: dict[str, int] = Field(
-        default_factory=dict, description="by reason: no_answer, truncated, unparseable, ..."
+        default_factory=dict,
+        description="by reason: no_answer, truncated, unparseable, timeout, engine_error, ...",
     )
 
 
