@@ -43,6 +43,7 @@ from engines.errors import (
     EngineTimeoutError,
     RemoteAPIError,
 )
+from engines.openai_engine import chat_options, short
 from engines.server_probe import ServerInfo, ServerUnreachableError, probe_server
 from engines.token_counting import (
     ServerTokenCounter,
@@ -270,16 +271,7 @@ class LocalServerEngine(Engine):
                 await asyncio.sleep(delay)
 
     async def _stream(self, request: GenerationRequest, deadline: float) -> GenerationResult:
-        kwargs: dict[str, Any] = {}
-        if request.json_schema is not None and self.supports_json_schema:
-            kwargs["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "output", "schema": request.json_schema, "strict": False},
-            }
-        if request.seed is not None:
-            kwargs["seed"] = request.seed
-        if request.stop:
-            kwargs["stop"] = list(request.stop)
+        kwargs = chat_options(request, json_schema=self.supports_json_schema)
         stream: Any = None
         try:
             stream = await self._next(
@@ -305,7 +297,7 @@ class LocalServerEngine(Engine):
                 raise self._timeout(deadline) from exc
             raise _Retryable(f"lost the connection to {self.base_url}: {_reason(exc)}") from exc
         except openai.APIError as exc:  # an error event inside the stream
-            message = f"local: {self.base_url} failed mid-reply: {_short(str(exc))}"
+            message = f"local: {self.base_url} failed mid-reply: {short(str(exc))}"
             raise EngineError(message) from exc
         finally:
             if stream is not None:
@@ -375,14 +367,14 @@ class LocalServerEngine(Engine):
         status = exc.status_code
         if status in _RETRY_STATUS:
             return _Retryable(
-                f"{where} answered {status}: {_short(exc.message)}",
+                f"{where} answered {status}: {short(exc.message)}",
                 _retry_after(exc.response),
             )
         if status == 401:
             return RemoteAPIError(f"local_api_key: rejected by {where} (401)", status)
         if status == 404:
             return RemoteAPIError(f"local_model: {self.model!r} not found at {where} (404)", status)
-        return RemoteAPIError(f"local: {where} answered {status}: {_short(exc.message)}", status)
+        return RemoteAPIError(f"local: {where} answered {status}: {short(exc.message)}", status)
 
     async def score(self, prefix: str, continuations: Sequence[str]) -> list[float]:
         raise EngineCapabilityError(
@@ -417,7 +409,3 @@ def _retry_after(response: Any) -> float | None:
 def _reason(exc: BaseException) -> str:
     cause = exc.__cause__ or exc
     return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
-
-
-def _short(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"

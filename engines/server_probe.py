@@ -99,8 +99,9 @@ def probe_server(
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(base_url=root, headers=headers, timeout=timeout_s) as client:
         models, model_cards = _models(client)
+        asked = _Asked(client, root, model, models, model_cards)
         for detect in (_llama_cpp, _ollama, _lmstudio, _vllm):
-            info = detect(client, root, model, models, model_cards)
+            info = detect(asked)
             if info is not None:
                 return info
         structured: Structured = "unknown"
@@ -113,6 +114,17 @@ def probe_server(
             structured=structured,
             notes=("the server did not report its context window or parallel slots",),
         )
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """What every family's detector starts from: the server and its ``/v1/models``."""
+
+    client: httpx.Client
+    root: str
+    model: str | None
+    models: tuple[str, ...]
+    cards: list[dict[str, Any]]
 
 
 def _get(client: httpx.Client, path: str) -> Any | None:
@@ -145,14 +157,8 @@ def _models(client: httpx.Client) -> tuple[tuple[str, ...], list[dict[str, Any]]
     return tuple(str(card.get("id")) for card in cards if card.get("id")), cards
 
 
-def _llama_cpp(
-    client: httpx.Client,
-    root: str,
-    model: str | None,
-    models: tuple[str, ...],
-    cards: list[dict[str, Any]],
-) -> ServerInfo | None:
-    props = _get(client, "/props")
+def _llama_cpp(asked: _Asked) -> ServerInfo | None:
+    props = _get(asked.client, "/props")
     if not isinstance(props, dict) or "total_slots" not in props:
         return None
     settings = props.get("default_generation_settings") or {}
@@ -160,15 +166,15 @@ def _llama_cpp(
     slots = int(props["total_slots"]) or None
     notes = []
     if n_ctx is None:
-        slot_states = _get(client, "/slots")
+        slot_states = _get(asked.client, "/slots")
         if isinstance(slot_states, list) and slot_states:
             n_ctx = slot_states[0].get("n_ctx")
     if n_ctx is None:
         notes.append("llama.cpp did not report n_ctx (neither /props nor /slots)")
     return ServerInfo(
         family="llama.cpp",
-        root_url=root,
-        models=models,
+        root_url=asked.root,
+        models=asked.models,
         version=str(props.get("build_info") or "") or None,
         slots=slots,
         context_window=int(n_ctx) if n_ctx else None,
@@ -181,22 +187,16 @@ def _llama_cpp(
     )
 
 
-def _ollama(
-    client: httpx.Client,
-    root: str,
-    model: str | None,
-    models: tuple[str, ...],
-    cards: list[dict[str, Any]],
-) -> ServerInfo | None:
-    version = _get(client, "/api/version")
+def _ollama(asked: _Asked) -> ServerInfo | None:
+    version = _get(asked.client, "/api/version")
     if not isinstance(version, dict) or "version" not in version:
         return None
-    name = model or (models[0] if models else None)
+    name = asked.model or (asked.models[0] if asked.models else None)
     context: int | None = None
     notes: list[str] = []
     if name:
         try:
-            response = client.post("/api/show", json={"model": name})
+            response = asked.client.post("/api/show", json={"model": name})
             show = response.json() if response.is_success else {}
         except (httpx.TransportError, ValueError):
             show = {}
@@ -221,8 +221,8 @@ def _ollama(
     )
     return ServerInfo(
         family="ollama",
-        root_url=root,
-        models=models,
+        root_url=asked.root,
+        models=asked.models,
         version=str(version["version"]),
         context_window=context,
         structured="response_format",
@@ -238,18 +238,12 @@ def _ollama_num_ctx(parameters: str) -> int | None:
     return None
 
 
-def _lmstudio(
-    client: httpx.Client,
-    root: str,
-    model: str | None,
-    models: tuple[str, ...],
-    cards: list[dict[str, Any]],
-) -> ServerInfo | None:
-    listing = _get(client, "/api/v0/models")
+def _lmstudio(asked: _Asked) -> ServerInfo | None:
+    listing = _get(asked.client, "/api/v0/models")
     if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):
         return None
     entries = [entry for entry in listing["data"] if isinstance(entry, dict)]
-    chosen = next((e for e in entries if e.get("id") == model), None) or next(
+    chosen = next((e for e in entries if e.get("id") == asked.model), None) or next(
         (e for e in entries if e.get("state") == "loaded"), None
     )
     context = None
@@ -257,31 +251,26 @@ def _lmstudio(
         context = chosen.get("loaded_context_length") or chosen.get("max_context_length")
     return ServerInfo(
         family="lmstudio",
-        root_url=root,
-        models=models,
+        root_url=asked.root,
+        models=asked.models,
         context_window=int(context) if context else None,
         structured="response_format",
         notes=("LM Studio has no tokenize endpoint: name a tokenizer (MGW_LOCAL_TOKENIZER)",),
     )
 
 
-def _vllm(
-    client: httpx.Client,
-    root: str,
-    model: str | None,
-    models: tuple[str, ...],
-    cards: list[dict[str, Any]],
-) -> ServerInfo | None:
-    card = next((c for c in cards if c.get("id") == model), cards[0] if cards else None)
-    version = _get(client, "/version")
+def _vllm(asked: _Asked) -> ServerInfo | None:
+    first = asked.cards[0] if asked.cards else None
+    card = next((c for c in asked.cards if c.get("id") == asked.model), first)
+    version = _get(asked.client, "/version")
     owned_by_vllm = card is not None and card.get("owned_by") == "vllm"
     if not owned_by_vllm and not (isinstance(version, dict) and "version" in version):
         return None
     max_len = card.get("max_model_len") if card else None
     return ServerInfo(
         family="vllm",
-        root_url=root,
-        models=models,
+        root_url=asked.root,
+        models=asked.models,
         version=str(version["version"]) if isinstance(version, dict) else None,
         context_window=int(max_len) if max_len else None,
         tokenize="vllm",

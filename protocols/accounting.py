@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from engines.base import Engine, GenerationRequest, GenerationResult
 from engines.errors import EngineError
@@ -22,6 +22,7 @@ from protocols.result import CallRecord, TokenCounts
 logger = logging.getLogger(__name__)
 
 Side = Literal["local", "remote"]
+T = TypeVar("T")
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
@@ -52,13 +53,7 @@ class Recorder:
         self, side: Side, purpose: str, requests: Sequence[GenerationRequest], *, round: int
     ) -> list[GenerationResult]:
         engine = self.engines[side]
-        started = time.perf_counter()
-        results = await engine.generate(requests)
-        seconds = time.perf_counter() - started
-        if len(results) != len(requests):
-            raise RuntimeError(
-                f"{side} engine returned {len(results)} results for {len(requests)} requests"
-            )
+        results, seconds = await _timed(side, engine.generate(requests), len(requests))
         if side == "local":
             self._record(side, purpose, round, engine.model, results, seconds)
         else:
@@ -82,13 +77,7 @@ class Recorder:
         """Like ``generate`` for the local side, but a request that fails yields its error in its
         place and fails alone; the batch's record counts it with finish reason ``error``."""
         engine = self.engines[side]
-        started = time.perf_counter()
-        outcomes = await engine.generate_settled(requests)
-        seconds = time.perf_counter() - started
-        if len(outcomes) != len(requests):
-            raise RuntimeError(
-                f"{side} engine returned {len(outcomes)} outcomes for {len(requests)} requests"
-            )
+        outcomes, seconds = await _timed(side, engine.generate_settled(requests), len(requests))
         results = [outcome for outcome in outcomes if isinstance(outcome, GenerationResult)]
         failed = len(outcomes) - len(results)
         self._record(side, purpose, round, engine.model, results, seconds, failed=failed)
@@ -138,3 +127,13 @@ class Recorder:
 
     def requests(self, side: Side) -> int:
         return sum(call.requests for call in self.records(side))
+
+
+async def _timed(side: Side, call: Awaitable[list[T]], expected: int) -> tuple[list[T], float]:
+    """``call``'s answers and the seconds it took; one answer per request, or a RuntimeError."""
+    started = time.perf_counter()
+    answers = await call
+    seconds = time.perf_counter() - started
+    if len(answers) != expected:
+        raise RuntimeError(f"{side} engine returned {len(answers)} answers for {expected} requests")
+    return answers, seconds
