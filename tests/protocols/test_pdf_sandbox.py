@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.hostile_pdf import costly_pdf
 
 from protocols import pdf_sandbox
 from protocols.pdf_sandbox import (
@@ -19,7 +20,6 @@ from protocols.pdf_sandbox import (
     extract_pages_sync,
 )
 from protocols.synthetic import pdf_bytes
-from support.hostile_pdf import costly_pdf
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -82,7 +82,7 @@ async def test_cancelling_the_caller_kills_the_child() -> None:
     job.cancel()
     with pytest.raises(asyncio.CancelledError):
         await job
-    assert not Path(f"/proc/{child}").exists() or child not in parsing_children()
+    assert child not in parsing_children()
     wait_no_children(1.0)
 
 
@@ -102,7 +102,7 @@ async def test_work_limits_refuse_before_the_work(limits: PdfLimits, message: st
 
 async def test_damaged_and_textless_pdfs_are_unreadable_not_over_budget() -> None:
     sandbox = PdfSandbox()
-    with pytest.raises(PdfUnreadable, match="broken.pdf: it is not a readable PDF"):
+    with pytest.raises(PdfUnreadable, match=r"broken\.pdf: it is not a readable PDF"):
         await sandbox.extract_pages(b"%PDF-1.7\n garbage", "broken.pdf")
     with pytest.raises(PdfUnreadable, match="no extractable text"):
         await sandbox.extract_pages(costly_pdf(pages=1, content_bytes=1024), "empty.pdf")

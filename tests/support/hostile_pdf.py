@@ -7,7 +7,8 @@ import zlib
 
 def costly_pdf(pages: int = 8, content_bytes: int = 2**20) -> bytes:
     """``pages`` pages that all share one FlateDecode content stream of ``content_bytes`` of path
-    operators (lines drawn and stroked, one empty string shown, no text): a few KB on disk, seconds of CPU per page."""
+    operators (lines drawn and stroked, one empty string shown, no text): a few KB on disk,
+    seconds of CPU per page."""
     unit = b"10 10 m 20 20 l 30 10 l h S\n"
     # One (empty) string shown: pypdf (>= 6) skips content without a text operator unparsed.
     content = b"BT /F1 12 Tf () Tj ET\n" + unit * (content_bytes // len(unit))
@@ -20,8 +21,8 @@ def costly_pdf(pages: int = 8, content_bytes: int = 2**20) -> bytes:
         b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
     ]
     objects += [
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R "
-        b"/Resources << /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >> >>"
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R /Resources "
+        b"<< /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >> >>"
     ] * pages
     out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
