@@ -71,7 +71,7 @@ class EmbeddedRedis:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         directory.chmod(0o700)
-        self._lock = _take_lock(directory)
+        self._lock: IO[bytes] | None = _take_lock(directory)
         self._process: subprocess.Popen[bytes] | None = None
         self._socket_dir = Path(tempfile.mkdtemp(prefix="mgw-redis-"))  # 0700; short path
         self.socket_path = str(self._socket_dir / "redis.sock")
@@ -136,7 +136,9 @@ class EmbeddedRedis:
                 try:
                     process.wait(timeout=30)
                 except subprocess.TimeoutExpired:
-                    logger.warning("embedded Redis pid %d ignored SHUTDOWN; killing it", process.pid)
+                    logger.warning(
+                        "embedded Redis pid %d ignored SHUTDOWN; killing it", process.pid
+                    )
                     process.kill()
                     process.wait(timeout=10)
             with contextlib.suppress(FileNotFoundError):
@@ -272,7 +274,9 @@ def _wait_answers(socket_path: str, process: subprocess.Popen[bytes], timeout_s:
             except (RedisError, OSError):
                 pass  # not listening yet
             if time.monotonic() > deadline:
-                raise EmbeddedRedisError(f"the embedded redis-server did not answer in {timeout_s:g} s")
+                raise EmbeddedRedisError(
+                    f"the embedded redis-server did not answer in {timeout_s:g} s"
+                )
             time.sleep(0.05)
     finally:
         client.close()
