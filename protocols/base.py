@@ -204,6 +204,12 @@ class Protocol(ABC):
                 f"remote model {self.remote.model!r} has no price in the price table; "
                 "its cost is reported as 0"
             )
+        renamed = sorted({call.reply_model for call in remote_calls if call.reply_model})
+        if renamed and not self.remote_stand_in:
+            state.warn(
+                f"the remote's replies named model(s) {', '.join(renamed)} while "
+                f"{self.remote.model!r} was asked for; each call is priced as the model asked for"
+            )
         remote_cost = recorder.cost("remote")
         local_cost = recorder.cost("local")
         return Result(

@@ -36,7 +36,10 @@ class CallRecord(BaseModel):
     side: Literal["local", "remote"]
     purpose: str = Field(description="decompose, aggregate, chat, decide, answer, job, ...")
     round: int
-    model: str
+    model: str = Field(description="the model asked for, which prices the call")
+    reply_model: str | None = Field(
+        default=None, description="the model the reply named, when it named another one"
+    )
     requests: int = 1
     usage: TokenCounts
     seconds: float

@@ -259,5 +259,18 @@ def view(record: TaskRecord) -> TaskView:
         "partial_usage": record.partial_usage,
         "accuracy": record.accuracy,
         "mi": record.mi,
+        "billing": {
+            "billed_usd": record.billed_nano / NANO,
+            "reserved_usd": 0.0 if record.status in TERMINAL else record.reserved_nano / NANO,
+            "budget_overrun": record.budget_overrun,
+            "reply_models": record.reply_models or [],
+        },
+        "warnings": [OVERRUN_WARNING] if record.budget_overrun else [],
     }
     return TaskView.model_validate(data)
+
+
+OVERRUN_WARNING = (
+    "budget_overrun: the remote reported usage costing more than the task's reservation; it was "
+    "billed as reported, so the key may be over its budget (its next tasks are refused with 402)"
+)
