@@ -12,12 +12,17 @@ from service.schemas import Health, Readiness
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", response_model=Health)
+@router.api_route("/health", methods=["GET", "HEAD"], response_model=Health)
 async def health() -> Health:
     return Health()
 
 
-@router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+@router.api_route(
+    "/ready",
+    methods=["GET", "HEAD"],
+    response_model=Readiness,
+    responses={503: {"model": Readiness}},
+)
 async def ready(request: Request) -> Response:
     services = getattr(request.app.state, "services", None)
     store_ok = services is not None and await services.store.ping()
