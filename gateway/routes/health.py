@@ -12,17 +12,12 @@ from service.schemas import Health, Readiness
 router = APIRouter(tags=["health"])
 
 
-@router.api_route("/health", methods=["GET", "HEAD"], response_model=Health)
+@router.get("/health", response_model=Health)
 async def health() -> Health:
     return Health()
 
 
-@router.api_route(
-    "/ready",
-    methods=["GET", "HEAD"],
-    response_model=Readiness,
-    responses={503: {"model": Readiness}},
-)
+@router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
 async def ready(request: Request) -> Response:
     services = getattr(request.app.state, "services", None)
     store_ok = services is not None and await services.store.ping()
@@ -35,6 +30,17 @@ async def ready(request: Request) -> Response:
         runner=runner_ok,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.status == "ready" else 503)
+
+
+# HEAD probes (load balancers, uptime checkers): the GET's status, no body.
+@router.head("/health", include_in_schema=False)
+async def health_head() -> Response:
+    return Response(status_code=200)
+
+
+@router.head("/ready", include_in_schema=False)
+async def ready_head(request: Request) -> Response:
+    return Response(status_code=(await ready(request)).status_code)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
