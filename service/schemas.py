@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from protocols.result import ProtocolName
 from protocols.task import MAX_QUESTION_CHARS, MetadataValue, Options
 
-ProtocolName = Literal["minion", "minions", "local_only", "remote_only"]
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
