@@ -1,5 +1,6 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 for tests, fronting any ``Engine``, with
-scripted faults to exercise the client's retries, timeouts and errors.
+scripted faults to exercise the client's retries, timeouts and errors, and lies a provider or
+proxy can tell: another model name in the reply, inflated usage.
 
 Faults, one per request in the order pushed (then "ok"):
   "429", "500", "401", "404", "400"   an error answer
@@ -60,8 +61,17 @@ class FaultPlan:
         self.requests = self.in_flight = self.max_in_flight = self.disconnects = 0
 
 
-def build_app(engine: Engine, faults: FaultPlan) -> FastAPI:
+def build_app(
+    engine: Engine,
+    faults: FaultPlan,
+    *,
+    reply_model: str | None = None,
+    reported_prompt_tokens: int | None = None,
+) -> FastAPI:
+    """``reply_model``: the model name every reply claims (default: the one asked for);
+    ``reported_prompt_tokens``: the prompt tokens every reply reports (default: the truth)."""
     app = FastAPI()
+    lies = _Lies(reply_model, reported_prompt_tokens)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
@@ -98,25 +108,37 @@ def build_app(engine: Engine, faults: FaultPlan) -> FastAPI:
                 result = await engine.generate_one(gen)
             finally:
                 faults.in_flight -= 1
-            return JSONResponse(_completion(body["model"], result))
+            return JSONResponse(_completion(lies.model(body["model"]), result, lies))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return StreamingResponse(
-            _events(request, engine, gen, body["model"], fault, include_usage, faults),
+            _events(
+                request, engine, gen, lies.model(body["model"]), fault, include_usage, faults, lies
+            ),
             media_type="text/event-stream",
         )
 
     return app
 
 
-def _usage(result: GenerationResult) -> dict[str, int]:
+class _Lies:
+    def __init__(self, reply_model: str | None, prompt_tokens: int | None) -> None:
+        self.reply_model = reply_model
+        self.prompt_tokens = prompt_tokens
+
+    def model(self, asked: str) -> str:
+        return self.reply_model or asked
+
+
+def _usage(result: GenerationResult, lies: _Lies) -> dict[str, int]:
+    prompt = lies.prompt_tokens or result.usage.prompt_tokens
     return {
-        "prompt_tokens": result.usage.prompt_tokens,
+        "prompt_tokens": prompt,
         "completion_tokens": result.usage.completion_tokens,
-        "total_tokens": result.usage.total_tokens,
+        "total_tokens": prompt + result.usage.completion_tokens,
     }
 
 
-def _completion(model: str, result: GenerationResult) -> dict[str, Any]:
+def _completion(model: str, result: GenerationResult, lies: _Lies) -> dict[str, Any]:
     return {
         "id": "chatcmpl-test",
         "object": "chat.completion",
@@ -129,7 +151,7 @@ def _completion(model: str, result: GenerationResult) -> dict[str, Any]:
                 "finish_reason": result.finish_reason,
             }
         ],
-        "usage": _usage(result),
+        "usage": _usage(result, lies),
     }
 
 
@@ -152,6 +174,7 @@ async def _events(
     fault: Fault,
     include_usage: bool,
     faults: FaultPlan,
+    lies: _Lies,
 ) -> AsyncIterator[str]:
     faults.in_flight += 1
     faults.max_in_flight = max(faults.max_in_flight, faults.in_flight)
@@ -181,7 +204,7 @@ async def _events(
                 "created": int(time.time()),
                 "model": model,
                 "choices": [],
-                "usage": _usage(result),
+                "usage": _usage(result, lies),
             }
             yield f"data: {json.dumps(event)}\n\n"
         yield "data: [DONE]\n\n"
