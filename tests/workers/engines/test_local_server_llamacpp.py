@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -137,3 +140,31 @@ async def test_cancelling_stops_the_servers_decoding_within_a_second(
     await asyncio.sleep(0.5)
     assert server.metrics()["tokens_predicted_total"] == stopped
     assert stopped < before + 1500
+
+
+def test_doctor_reports_what_the_llama_cpp_server_is(server: LlamaServer) -> None:
+    env = {
+        **os.environ,
+        "MGW_LOCAL_ENGINE": "openai",
+        "MGW_LOCAL_BASE_URL": server.url + "/v1",
+        "MGW_LOCAL_MODEL": "smollm2-135m-instruct",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "doctor", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    local = json.loads(result.stdout)[0]
+    assert local["server"]["family"] == "llama.cpp"
+    assert (local["server"]["slots"], local["concurrency"], local["context_window"]) == (
+        2,
+        2,
+        2048,
+    )
+    assert local["tokenizer"] == "server (/tokenize, llama.cpp)"
+    assert local["server"]["structured_outputs"] == "response_format"
+    assert local["server"]["prompt_logprobs"] is False
+    assert local["latency_1_token_s"] > 0 and local["problems"] == []
