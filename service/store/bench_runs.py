@@ -22,10 +22,15 @@ class BenchRunStore:
         self.redis = redis
 
     async def add(self, report: dict[str, Any]) -> dict[str, Any]:
-        """Store a report; returns it with its ``id`` and ``created_at``."""
+        """Store a report; returns it (less its per-question outcomes, kept apart so listing
+        stays small) with its ``id`` and ``created_at``."""
+        outcomes = report.get("outcomes", [])
         record = {"id": new_bench_run_id(), "created_at": time.time(), **report}
+        record.pop("outcomes", None)
+        record["outcome_count"] = len(outcomes)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.bench_run(record["id"]), json.dumps(record))
+            pipe.set(keys.bench_run_outcomes(record["id"]), json.dumps(outcomes))
             pipe.zadd(keys.BENCH_RUNS, {record["id"]: record["created_at"]})
             await pipe.execute()
         return record
@@ -39,7 +44,14 @@ class BenchRunStore:
         return [json.loads(value) for value in values if value]
 
     async def get(self, run_id: str) -> dict[str, Any] | None:
+        """A report with its outcomes; None for an unknown id."""
         if len(run_id) > 64:
             return None
-        value = await self.redis.get(keys.bench_run(run_id))
-        return cast("dict[str, Any]", json.loads(value)) if value else None
+        value, outcomes = await self.redis.mget(
+            [keys.bench_run(run_id), keys.bench_run_outcomes(run_id)]
+        )
+        if not value:
+            return None
+        record: dict[str, Any] = json.loads(value)
+        record["outcomes"] = json.loads(outcomes) if outcomes else []
+        return record

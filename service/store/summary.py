@@ -68,7 +68,7 @@ class Settled:
     """What one settled task adds to the summaries."""
 
     protocol: str
-    status: str
+    status: str | None  # None: the run was interrupted (shutdown) and the task queued again
     finished_at: float
     latency_s: float | None  # created -> finished; None when unknown
     local_tokens: int = 0
@@ -78,10 +78,12 @@ class Settled:
     baseline_prompt_tokens: int = 0
 
     def fields(self) -> dict[str, int]:
-        counts = {
-            "tasks": 1,
-            f"status:{self.status}": 1,
-            f"protocol:{self.protocol}": 1,
+        counts: dict[str, int] = {}
+        if self.status is not None:
+            counts |= {"tasks": 1, f"status:{self.status}": 1, f"protocol:{self.protocol}": 1}
+            if self.latency_s is not None:
+                counts[f"lat:{latency_bucket(self.latency_s)}"] = 1
+        counts |= {
             "local_tokens": self.local_tokens,
             "remote_tokens": self.remote_tokens,
             "cost_nano": self.cost_nano,
@@ -93,8 +95,6 @@ class Settled:
                 "baseline_cost_nano": self.cost_nano,  # spend of the tasks with a baseline
                 "baseline_prompt_tokens": self.baseline_prompt_tokens,
             }
-        if self.latency_s is not None:
-            counts[f"lat:{latency_bucket(self.latency_s)}"] = 1
         return {name: amount for name, amount in counts.items() if amount}
 
 
@@ -130,8 +130,11 @@ class SummaryStore:
             keys.summary_bucket("day", bucket_start(settled.finished_at, "day")),
             keys.SUMMARY_TOTALS,
         ]
+        fields = settled.fields()
+        if not fields:
+            return
         args: list[str | int] = [RETAIN_S["hour"], RETAIN_S["day"]]
-        for name, amount in settled.fields().items():
+        for name, amount in fields.items():
             args += [name, amount]
         await self._settle(keys=names, args=args, client=pipe)
 
@@ -164,12 +167,18 @@ class SummaryStore:
         """Add one task's I(X;Z) estimate; with its accuracy, also a point of the scatter."""
         group = json.dumps([protocol, local_model])
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(keys.SUMMARY_MI, f"{group}|n", 1)
-            pipe.hincrby(keys.SUMMARY_MI, f"{group}|bits_micro", round(mi_bits * MICRO))
-            pipe.hincrby(keys.SUMMARY_MI, f"{group}|tokens_micro", round(compression_tokens * MICRO))
+            name = keys.SUMMARY_MI
+            pipe.hincrby(name, f"{group}|n", 1)
+            pipe.hincrby(name, f"{group}|bits_micro", round(mi_bits * MICRO))
+            pipe.hincrby(name, f"{group}|tokens_micro", round(compression_tokens * MICRO))
             if f1 is not None:
-                point = {"task_id": task_id, "protocol": protocol, "local_model": local_model}
-                point |= {"mi_bits": mi_bits, "f1": f1}
+                point: dict[str, Any] = {
+                    "task_id": task_id,
+                    "protocol": protocol,
+                    "local_model": local_model,
+                    "mi_bits": mi_bits,
+                    "f1": f1,
+                }
                 pipe.lpush(keys.SUMMARY_MI_POINTS, json.dumps(point))
                 pipe.ltrim(keys.SUMMARY_MI_POINTS, 0, MI_POINTS_KEPT - 1)
             await pipe.execute()
@@ -188,8 +197,10 @@ class SummaryStore:
         rows = []
         for group, counts in sorted(groups.items()):
             protocol, local_model = json.loads(group)
-            n, bits, tokens = counts.get("n", 0), counts.get("bits_micro", 0), counts.get(
-                "tokens_micro", 0
+            n, bits, tokens = (
+                counts.get("n", 0),
+                counts.get("bits_micro", 0),
+                counts.get("tokens_micro", 0),
             )
             rows.append(
                 {
