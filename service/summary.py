@@ -79,6 +79,7 @@ class SummaryService:
                 "cost_usd": totals.get("cost_nano") / NANO,
                 "baseline_usd": totals.get("baseline_nano") / NANO,
                 "baseline_tasks": totals.get("baseline_tasks"),
+                "baseline_cost_usd": totals.get("baseline_cost_nano") / NANO,
                 "baseline_remote_prompt_tokens": totals.get("baseline_prompt_tokens"),
                 # Over the tasks that have a baseline only, so older tasks do not inflate it.
                 "savings_factor": savings_factor(

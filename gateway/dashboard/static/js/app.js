@@ -2,7 +2,7 @@
 // views, each a module with `render(container, ctx)` that may return a cleanup function.
 
 import { ApiError, adminKey, forgetAdminKey, get, setAdminKey } from "./api.js";
-import { destroyCharts, el, errorBox } from "./ui.js";
+import { destroyCharts, el, errorBox, mountCharts } from "./ui.js";
 import * as accuracy from "./views/accuracy.js";
 import * as information from "./views/information.js";
 import * as keys from "./views/keys.js";
@@ -55,6 +55,7 @@ async function route() {
   container.replaceChildren(el("p", { class: "loading" }, "Loading…"));
   container.dataset.view = name;
   container.dataset.ready = "false";
+  delete container.dataset.route;
   try {
     const view = el("div", { class: `view view-${name}` });
     const done = await VIEWS[name].render(view, { args, query, refresh: route });
@@ -64,6 +65,7 @@ async function route() {
     }
     cleanup = typeof done === "function" ? done : null;
     container.replaceChildren(view);
+    mountCharts();
   } catch (error) {
     if (mine !== generation) return;
     if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
@@ -73,6 +75,7 @@ async function route() {
     }
     container.replaceChildren(errorBox(error));
   }
+  container.dataset.route = location.hash || "#/overview";
   container.dataset.ready = "true";
 }
 

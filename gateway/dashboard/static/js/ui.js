@@ -98,9 +98,11 @@ export function errorBox(error) {
 
 // -- charts -------------------------------------------------------------------------------
 const live = new Set();
+let pending = [];
 export const PALETTE = ["#2563eb", "#16a34a", "#ea580c", "#9333ea", "#0891b2", "#dc2626", "#ca8a04", "#4b5563"];
 
-/** A Chart.js chart in a fixed-height box; destroyed when the view changes. */
+/** A Chart.js chart in a fixed-height box; drawn by mountCharts once the view is in the
+ * document (Chart.js measures its canvas), destroyed when the view changes. */
 export function chart(id, config, height = 260) {
   const canvas = el("canvas", { id, role: "img", "aria-label": id });
   const box = el("div", { class: "chart", style: `height:${height}px` }, canvas);
@@ -110,15 +112,19 @@ export function chart(id, config, height = 260) {
     animation: false,
     ...config.options,
   };
-  // Created once the canvas is in the document, so Chart.js can measure it.
-  queueMicrotask(() => {
-    if (!canvas.isConnected) return;
-    live.add(new window.Chart(canvas, config));
-  });
+  pending.push([canvas, config]);
   return box;
+}
+
+export function mountCharts() {
+  for (const [canvas, config] of pending) {
+    if (canvas.isConnected) live.add(new window.Chart(canvas, config));
+  }
+  pending = [];
 }
 
 export function destroyCharts() {
   for (const c of live) c.destroy();
   live.clear();
+  pending = [];
 }

@@ -36,17 +36,28 @@ export async function render(view, { query }) {
   }
 
   const saved = t.savings_factor;
+  // Like with like: the spend of the tasks that have a remote-only baseline against it.
   view.append(
-    el(
-      "p",
-      { class: "headline", "data-metric": "headline" },
-      "Spent ",
-      el("strong", {}, usd(t.cost_usd)),
-      " instead of ",
-      el("strong", {}, usd(t.baseline_usd)),
-      saved ? ` (${factor(saved)} less)` : "",
-      el("span", { class: "muted" }, ` — remote-only would have sent ${count(t.baseline_remote_prompt_tokens)} prompt tokens for the same ${count(t.baseline_tasks)} tasks`),
-    ),
+    t.baseline_tasks
+      ? el(
+          "p",
+          { class: "headline", "data-metric": "headline" },
+          "Spent ",
+          el("strong", {}, usd(t.baseline_cost_usd)),
+          " instead of ",
+          el("strong", {}, usd(t.baseline_usd)),
+          saved ? ` (${factor(saved)} less)` : "",
+          el(
+            "span",
+            { class: "muted" },
+            ` on ${count(t.baseline_tasks)} tasks, where remote-only would have sent ${count(t.baseline_remote_prompt_tokens)} prompt tokens`,
+          ),
+        )
+      : el(
+          "p",
+          { class: "headline muted", "data-metric": "headline" },
+          "No task has a remote-only baseline yet: savings appear as tasks settle.",
+        ),
     stats(
       stat("Tasks", count(t.tasks), "tasks"),
       stat("Succeeded", count(t.succeeded), "succeeded"),

@@ -3,8 +3,6 @@
 import { call, get } from "../api.js";
 import { card, el, empty, errorBox, seconds, table, when } from "../ui.js";
 
-const NAMES = ["gp", "ssm", "lora"];
-
 function duration(s) {
   return s.finished_at && s.started_at ? seconds(s.finished_at - s.started_at) : "–";
 }
@@ -20,7 +18,7 @@ export async function render(view, { refresh }) {
   const form = el(
     "form",
     { class: "filters", id: "study-form" },
-    el("label", {}, "study ", el("select", { name: "name" }, NAMES.map((n) => el("option", { value: n }, n)))),
+    el("label", {}, "study ", el("select", { name: "name" }, data.available.map((n) => el("option", { value: n }, n)))),
     el(
       "label",
       {},

@@ -107,8 +107,10 @@ function finished(view, task) {
     ),
     card("Remote calls", calls(result.usage.remote_calls, "remote")),
     card("Local batches", calls(result.usage.local_calls, "local")),
-    result.warnings.length ? card("Warnings", el("ul", {}, result.warnings.map((w) => el("li", {}, w)))) : null,
   );
+  if (result.warnings.length) {
+    view.append(card("Warnings", el("ul", {}, result.warnings.map((w) => el("li", {}, w)))));
+  }
 }
 
 export async function render(view, { args, refresh }) {
