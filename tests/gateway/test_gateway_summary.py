@@ -11,8 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from gateway_helpers import ADMIN_KEY, CODE_DOC, Gateway, auth
+from gateway_helpers import ADMIN_KEY, Gateway, auth
 from support.mi_engines import ScoringLocal, remote_planner
+from test_gateway_tasks import task_body
 
 from analysis.evaluate import BenchReport, ProtocolSummary
 from service import keys
@@ -22,16 +23,6 @@ from service.store.summary import LATENCY_BOUNDS, Settled, bucket_start, percent
 from service.summary import mark_frontier, wilson_ci95
 
 ADMIN = auth(ADMIN_KEY)
-
-
-def task_body(protocol: str = "minions", **extra: Any) -> dict[str, Any]:
-    return {
-        "protocol": protocol,
-        "question": "What is the access code?",
-        "documents": [{"text": CODE_DOC, "name": "codes.txt"}],
-        "options": {"chunking": "pages"},
-        **extra,
-    }
 
 
 async def submit(gw: Gateway, key: str, **body: Any) -> str:
