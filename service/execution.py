@@ -49,6 +49,15 @@ class Run:
     def spent_nano(self) -> int:
         return to_nano(self.remote.cost_usd)
 
+    def billing_fields(self) -> dict[str, Any]:
+        """What the task record says about billing beyond the numbers: an overrun, renames."""
+        fields: dict[str, Any] = {}
+        if self.remote.overrun:
+            fields["budget_overrun"] = 1
+        if self.remote.reply_models:
+            fields["reply_models"] = sorted(self.remote.reply_models)
+        return fields
+
     def partial_usage(self) -> dict[str, Any]:
         return {
             "local": self.local.usage.to_dict(),
@@ -253,12 +262,15 @@ class TaskExecutor:
         finished = time.time()
         if ending.status is not None:
             ending.fields["finished_at"] = finished
+        spent = run.spent_nano if run else 0
+        if run is not None:
+            ending.fields |= run.billing_fields()
         store = self.store
         async with store.redis.pipeline(transaction=True) as pipe:
             store.tasks.queue_update(pipe, record.id, ending.fields)
-            await store.api_keys.queue_settle(
-                pipe, record.key_id, ending.release_nano, run.spent_nano if run else 0
-            )
+            if spent:
+                store.tasks.queue_add_billed(pipe, record.id, spent)
+            await store.api_keys.queue_settle(pipe, record.key_id, ending.release_nano, spent)
             await self._queue_usage(
                 pipe, record.key_id, record.protocol, ending, run, finished, record.created_at
             )
@@ -275,6 +287,20 @@ class TaskExecutor:
         if ending.status is not None:
             started = record.started_at or record.created_at
             self.metrics.task_finished(record.protocol, ending.status, finished - started)
+        if run is not None:
+            self._note_overrun(record.id, record.protocol, run)
+
+    def _note_overrun(self, task_id: str | None, protocol: str, run: Run) -> None:
+        if not run.remote.overrun:
+            return
+        self.metrics.budget_overruns.labels(protocol).inc()
+        logger.warning(
+            "task %s: budget_overrun: the remote reported usage costing $%.6f, more than the "
+            "$%.6f reserved; billed as reported",
+            task_id or "(chat)",
+            run.remote.cost_usd,
+            run.remote.cap_usd or 0.0,
+        )
 
     async def _queue_usage(
         self,
@@ -372,6 +398,7 @@ class TaskExecutor:
             )
             await self._queue_usage(pipe, key_id, protocol, ending, run, time.time(), started)
             await pipe.execute()
+        self._note_overrun(None, protocol, run)
 
     def _spawn(self, coroutine: Any, *, cancel_at_shutdown: bool = False) -> None:
         job = asyncio.create_task(coroutine)

@@ -22,14 +22,13 @@ import redis.asyncio as aioredis
 
 from analysis.engine_scorer import EngineScorer
 from analysis.task_mi import (
-    MI_PROTOCOLS,
     MILimits,
     MISkipped,
     contexts_to_share,
     score_task_mi,
     task_mi_inputs,
 )
-from protocols import Result, Task
+from protocols import Result, Task, protocol_class
 from service import keys
 from service.pool import EnginePool
 from service.schemas import TaskMI
@@ -63,7 +62,7 @@ class TaskMIJob:
         self._waiting = 0
 
     def wanted(self, protocol: str) -> bool:
-        return self.enabled and protocol in MI_PROTOCOLS
+        return self.enabled and protocol_class(protocol).sends_compressions
 
     @staticmethod
     def pending() -> dict[str, Any]:

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
         '(JSON: {"mine": "my_pkg.my_study"}); give workers the same value',
     )
     event_stream_maxlen: Annotated[int, Field(gt=0)] = 10_000
+    embedded_redis_maxmemory_mb: Annotated[int, Field(ge=16)] = Field(
+        default=1024,
+        description="memory limit of the embedded Redis (noeviction: past it, writes are "
+        "refused with 507 and nothing is lost)",
+    )
     # Mutual information of each minion/minions task, scored after it succeeds
     # (service/mi_background.py, docs/mutual_information.md).
     mi_enabled: bool = Field(

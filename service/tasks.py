@@ -10,6 +10,7 @@ from typing import Any
 
 from engines.base import Engine
 from engines.prices import PriceTable
+from protocols import protocol_class
 from protocols.task import Options
 from service import keys
 from service.budget import reservation_usd, worst_case_usd
@@ -45,7 +46,8 @@ class BudgetService:
         """(nano-USD to reserve, the task's cost cap). Raises ``BudgetExceeded`` (402) when the
         key has a budget and the remote model has no price to hold it to."""
         unpriced = not stand_in and not self.prices.has_price(remote.model)
-        if unpriced and protocol != "local_only" and key.budget_nano is not None:
+        uses_remote = protocol_class(protocol).max_remote_calls(options) > 0
+        if unpriced and uses_remote and key.budget_nano is not None:
             raise BudgetExceeded(
                 f"remote model {remote.model!r} has no price, so a budget cannot be enforced "
                 "on it; ask the operator to add it to the price table",
@@ -291,5 +293,18 @@ def view(record: TaskRecord) -> TaskView:
         "partial_usage": record.partial_usage,
         "accuracy": record.accuracy,
         "mi": record.mi,
+        "billing": {
+            "billed_usd": record.billed_nano / NANO,
+            "reserved_usd": 0.0 if record.status in TERMINAL else record.reserved_nano / NANO,
+            "budget_overrun": record.budget_overrun,
+            "reply_models": record.reply_models or [],
+        },
+        "warnings": [OVERRUN_WARNING] if record.budget_overrun else [],
     }
     return TaskView.model_validate(data)
+
+
+OVERRUN_WARNING = (
+    "budget_overrun: the remote reported usage costing more than the task's reservation; it was "
+    "billed as reported, so the key may be over its budget (its next tasks are refused with 402)"
+)

@@ -14,10 +14,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.auth import CurrentKey, key_of
 from gateway.deps import ServicesDep, services_of
+from protocols.result import ProtocolName
 from service.errors import InvalidRequest
 from service.schemas import (
     ErrorEnvelope,
-    ProtocolName,
     TaskAccepted,
     TaskCreate,
     TaskList,

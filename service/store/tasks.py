@@ -114,6 +114,9 @@ class TaskRecord:
     mi: dict[str, Any] | None = None  # service.mi_background: I(X; Z) of what crossed
     attempts: int = 0
     cancel_requested: bool = False
+    billed_nano: int = 0  # remote spend over all attempts (HINCRBY with each settlement)
+    budget_overrun: bool = False
+    reply_models: list[str] | None = None  # models the remote's replies named instead
 
     def to_hash(self) -> dict[Any, Any]:
         data = {
@@ -157,6 +160,9 @@ class TaskRecord:
             mi=loads("mi"),
             attempts=int(data.get("attempts", "0")),
             cancel_requested=data.get("cancel_requested") == "1",
+            billed_nano=int(data.get("billed_nano") or "0"),
+            budget_overrun=data.get("budget_overrun") == "1",
+            reply_models=loads("reply_models"),
         )
 
 
@@ -238,6 +244,11 @@ class TaskStore:
     @staticmethod
     def queue_update(pipe: Any, task_id: str, fields: dict[str, Any]) -> None:
         pipe.hset(keys.task(task_id), mapping=_mapping(fields))
+
+    @staticmethod
+    def queue_add_billed(pipe: Any, task_id: str, spent_nano: int) -> None:
+        """Add one attempt's remote spend to the task's total over all its attempts."""
+        pipe.hincrby(keys.task(task_id), "billed_nano", spent_nano)
 
     @staticmethod
     def queue_done(pipe: Any, entry_id: str) -> None:
