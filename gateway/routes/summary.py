@@ -12,8 +12,9 @@ from pydantic import BaseModel, Field
 from analysis.evaluate import BenchReport
 from gateway.auth import AdminKey
 from gateway.deps import ServicesDep
+from protocols.result import ProtocolName
 from service.errors import NotFound
-from service.schemas import ErrorEnvelope, ProtocolName, TaskStatus
+from service.schemas import ErrorEnvelope, TaskStatus
 from service.store import TaskRecord
 from service.summary import bench_run_view
 
