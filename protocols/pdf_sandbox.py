@@ -124,8 +124,8 @@ def _command(limits: PdfLimits) -> list[str]:
 
 def _over_time(name: str, limits: PdfLimits) -> str:
     return (
-        f"{name}: extracting its text took longer than the limit of {limits.timeout_s:g} s; "
-        "the PDF is too costly to parse (MGW_PDF_PARSE_TIMEOUT_S)"
+        f"{name} is too costly to parse: extracting its text took longer than the limit of "
+        f"{limits.timeout_s:g} s (MGW_PDF_PARSE_TIMEOUT_S)"
     )
 
 
@@ -136,10 +136,10 @@ def _outcome(code: int | None, out: bytes, err: bytes, name: str, limits: PdfLim
             return list(reply["pages"])
         kind, message = reply["error"], reply["message"]
         error = PdfBudgetExceeded if kind == "budget" else PdfUnreadable
-        raise error(f"{name}: {message}")
+        raise error(f"{name} {message}")
     if code is not None and code < 0 and -code in _LIMIT_SIGNALS:
         raise PdfBudgetExceeded(
-            f"{name}: extracting its text exceeded the parser's CPU-time or memory limit "
+            f"{name} is too costly to parse: it exceeded the parser's CPU-time or memory limit "
             f"({limits.cpu_seconds} s, {limits.memory_bytes // 2**20} MiB)"
         )
     logger.warning("the PDF parser exited with %s: %s", code, err.decode(errors="replace")[-2000:])
@@ -186,39 +186,37 @@ def _pages(data: bytes, limits: PdfLimits) -> list[str]:
         warnings.simplefilter("ignore")
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
-            raise _Refused("unreadable", "it is an encrypted PDF; decrypt it first")
+            raise _Refused("unreadable", "is an encrypted PDF; decrypt it first")
         count = len(reader.pages)
         if count > limits.max_pages:
-            raise _Refused("budget", f"it has {count:,} pages; the limit is {limits.max_pages:,}")
+            raise _Refused("budget", f"has {count:,} pages; the limit is {limits.max_pages:,}")
         for number, page in enumerate(reader.pages, start=1):
             contents = page.get_contents()
             size = len(contents.get_data()) if contents is not None else 0
             if size > limits.page_content_bytes:
                 raise _Refused(
                     "budget",
-                    f"page {number} has {size / 2**20:.1f} MiB of decompressed content; the "
+                    f"has {size / 2**20:.1f} MiB of decompressed content on page {number}; the "
                     f"limit is {limits.page_content_bytes / 2**20:g} MiB per page",
                 )
             total += size
             if total > limits.total_content_bytes:
                 raise _Refused(
                     "budget",
-                    f"its pages have more than {limits.total_content_bytes / 2**20:g} MiB of "
+                    f"has more than {limits.total_content_bytes / 2**20:g} MiB of "
                     f"decompressed content together (the limit), {total / 2**20:.1f} MiB by "
                     f"page {number}",
                 )
             text = page.extract_text() or ""
             chars += len(text)
             if chars > limits.max_chars:
-                raise _Refused(
-                    "budget", f"it has more than {limits.max_chars:,} characters of text"
-                )
+                raise _Refused("budget", f"has more than {limits.max_chars:,} characters of text")
             pages.append(text)
     if not pages:
-        raise _Refused("unreadable", "it is not a readable PDF (no pages found)")
+        raise _Refused("unreadable", "is not a readable PDF (no pages found)")
     if not any(page.strip() for page in pages):
         raise _Refused(
-            "unreadable", "it has no extractable text (a scanned PDF? OCR is not supported)"
+            "unreadable", "has no extractable text (a scanned PDF? OCR is not supported)"
         )
     return pages
 
@@ -235,15 +233,15 @@ def _child_main(argv: list[str]) -> int:
     except MemoryError:
         reply = {
             "error": "budget",
-            "message": f"extracting its text needs more than the parser's memory limit "
+            "message": f"needs more than the PDF parser's memory limit "
             f"({limits.memory_bytes // 2**20} MiB)",
         }
     except RecursionError:
-        reply = {"error": "budget", "message": "its structure is nested too deeply"}
+        reply = {"error": "budget", "message": "is nested too deeply to parse"}
     except Exception as exc:  # pypdf raises many types on damaged files; all mean "unreadable".
         reply = {
             "error": "unreadable",
-            "message": f"it is not a readable PDF ({type(exc).__name__}: {exc})"[:2000],
+            "message": f"is not a readable PDF ({type(exc).__name__}: {exc})"[:2000],
         }
     sys.stdout.write(json.dumps(reply))
     sys.stdout.flush()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
 import zlib
+from pathlib import Path
 
 
 def costly_pdf(pages: int = 8, content_bytes: int = 2**20) -> bytes:
@@ -37,3 +40,28 @@ def costly_pdf(pages: int = 8, content_bytes: int = 2**20) -> bytes:
         xref,
     )
     return bytes(out)
+
+
+def parsing_children() -> list[int]:
+    """Pids of this process's PDF-parsing children (``protocols.pdf_sandbox``)."""
+    from protocols import pdf_sandbox
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and pdf_sandbox.__file__.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_no_parsing_children(timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while parsing_children():
+        assert time.monotonic() < deadline, f"parser children left: {parsing_children()}"
+        time.sleep(0.05)

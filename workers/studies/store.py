@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from workers import keys
+from workers.streams import ensure_group
 
 StudyStatus = Literal["queued", "running", "succeeded", "failed"]
 STUDY_ID = re.compile(r"^study_[0-9a-f]{11}[0-9a-f]{10}$")
@@ -153,13 +154,7 @@ class StudyStore:
 
     # -- the queue ----------------------------------------------------------------------------
     async def ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(
-                keys.STUDY_STREAM, keys.STUDY_GROUP, id="0", mkstream=True
-            )
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await ensure_group(self.redis, keys.STUDY_STREAM, keys.STUDY_GROUP)
 
     async def queued(self) -> int:
         """Studies waiting: the stream's length less the entries a consumer holds."""
