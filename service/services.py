@@ -24,6 +24,7 @@ from service.runner import ExternalRunners, TaskRunner
 from service.settings import Settings
 from service.store import Store
 from service.studies import StudyService
+from service.summary import SummaryService
 from service.tasks import BudgetService, TaskService
 
 
@@ -42,6 +43,7 @@ class Services:
     studies: StudyService
     chat: ChatService
     metrics: Metrics
+    summary: SummaryService
 
 
 @asynccontextmanager
@@ -87,6 +89,7 @@ async def open_services(
                 studies=studies,
                 chat=ChatService(the_store, pool, docs, budgets, executor, settings),
                 metrics=metrics,
+                summary=SummaryService(the_store),
             )
             await runner.start()
             await studies.start()

@@ -126,6 +126,26 @@ class StudyStore:
     async def ids(self) -> list[str]:
         return cast("list[str]", await self.redis.zrange(keys.STUDIES, 0, -1))
 
+    async def recent(self, limit: int) -> list[StudyRecord]:
+        """The newest ``limit`` studies, newest first."""
+        ids = cast("list[str]", await self.redis.zrevrange(keys.STUDIES, 0, limit - 1))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for study_id in ids:
+                pipe.hgetall(keys.study(study_id))
+            rows = await pipe.execute()
+        return [StudyRecord.from_hash(row) for row in rows if row]
+
+    async def consumers(self) -> list[dict[str, Any]]:
+        """The study queue's consumers: name, studies held, seconds since each last read."""
+        try:
+            infos = await self.redis.xinfo_consumers(keys.STUDY_STREAM, keys.STUDY_GROUP)
+        except ResponseError:  # no group yet: no consumer ever started
+            return []
+        return [
+            {"name": info["name"], "pending": int(info["pending"]), "idle_s": info["idle"] / 1000}
+            for info in infos
+        ]
+
     async def figure(self, study_id: str, name: str) -> bytes | None:
         if not is_study_id(study_id):
             return None
