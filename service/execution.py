@@ -111,8 +111,8 @@ class TaskExecutor:
     ) -> Run:
         """The protocol over metered engines. With a ``task_id`` (a queued task) remote replies
         are checkpointed, so a restart of the task does not pay for them twice."""
-        remote_engine = self.pool.remote_for(remote_model)
-        stand_in = self.pool.stand_in and remote_model is None
+        choice = self.pool.remote(remote_model)
+        remote_engine, stand_in = choice.engine, choice.stand_in
         local_engine = self.pool.local_for(self.store.redis, task_id)
         if stand_in:
             remote_engine = local_engine

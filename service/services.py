@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from engines.base import Engine
 from service.assembly import open_core
+from service.chat import ChatService
 from service.documents import DocumentService
 from service.engines import EngineSet
 from service.execution import TaskExecutor
@@ -40,6 +41,7 @@ class Services:
     runner: TaskRunner
     tasks: TaskService
     studies: StudyService
+    chat: ChatService
     metrics: Metrics
     summary: SummaryService
 
@@ -85,6 +87,7 @@ async def open_services(
                 runner=runner,
                 tasks=TaskService(the_store, pool, docs, budgets, runner, settings),
                 studies=studies,
+                chat=ChatService(the_store, pool, docs, budgets, executor, settings),
                 metrics=metrics,
                 summary=SummaryService(the_store),
             )
