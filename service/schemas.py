@@ -212,7 +212,10 @@ class KeyList(BaseModel):
 
 class UsageReport(BaseModel):
     by: Literal["key", "protocol", "day"]
-    data: dict[str, dict[str, float]]
+    data: dict[str, dict[str, float | None]] = Field(
+        description="counters per value; savings_factor is null when no task had a priced "
+        "remote-only baseline"
+    )
 
 
 class PoolView(BaseModel):
@@ -229,6 +232,11 @@ class WorkersReport(BaseModel):
     local_pool: str | None = Field(description="the pool this gateway's local calls go to")
     tasks_waiting: int
     pools: list[PoolView]
+    studies_waiting: int = Field(default=0, description="studies queued, not yet taken")
+    study_consumers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="consumers of the study queue: name, studies held, seconds since last read",
+    )
 
 
 class Health(BaseModel):

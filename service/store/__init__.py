@@ -9,11 +9,13 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from service.store.api_keys import ApiKey, ApiKeyStore, Reservation
+from service.store.bench_runs import BenchRunStore
 from service.store.connection import EmbeddedRedis, client_for, find_embedded_url
 from service.store.documents import DocumentStore, StoredDocument
 from service.store.embedded import DEFAULT_MAXMEMORY_BYTES, owner_alive
 from service.store.events import Event, EventStore
 from service.store.multiplexed import MultiplexedConnection
+from service.store.summary import SummaryStore
 from service.store.tasks import TERMINAL, TaskRecord, TaskStore, new_task_id
 from service.store.usage import UsageStore
 
@@ -40,6 +42,8 @@ class Store:
         self.documents = DocumentStore(redis)
         self.events = EventStore(redis, maxlen=event_stream_maxlen)
         self.usage = UsageStore(redis)
+        self.summary = SummaryStore(redis)
+        self.bench_runs = BenchRunStore(redis)
 
     @classmethod
     def connect(
@@ -82,6 +86,7 @@ __all__ = [
     "TERMINAL",
     "ApiKey",
     "ApiKeyStore",
+    "BenchRunStore",
     "DocumentStore",
     "EmbeddedRedis",
     "Event",
@@ -89,6 +94,7 @@ __all__ = [
     "Reservation",
     "Store",
     "StoredDocument",
+    "SummaryStore",
     "TaskRecord",
     "TaskStore",
     "UsageStore",
