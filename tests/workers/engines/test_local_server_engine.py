@@ -74,9 +74,10 @@ async def test_no_more_in_flight_than_allowed_and_queue_wait_is_measured(
 async def test_slow_but_steady_is_not_a_stall(
     server: tuple[str, FaultPlan], faults: FaultPlan
 ) -> None:
-    # Ten words, 0.3 s apart: 3 s in all, ten times the stall timeout, never quiet for 1 s.
-    engine = make_engine(server[0], faults=faults, stall_timeout_s=1.0)
-    faults.push("slow:0.3")
+    # Ten words, 0.25 s apart: 2.5 s in all, longer than the stall timeout, never quiet for
+    # more than a sixth of it (room for a loaded machine).
+    engine = make_engine(server[0], faults=faults, stall_timeout_s=1.5)
+    faults.push("slow:0.25")
     result = await engine.generate_one(REQUEST)
     assert result.text == REPLY
     assert faults.requests == 1
@@ -91,7 +92,7 @@ async def test_a_stall_mid_stream_times_out_and_is_not_resent(
     started = time.monotonic()
     with pytest.raises(EngineTimeoutError, match=r"^local: .* stalled: nothing for 0.5 s"):
         await engine.generate_one(REQUEST)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 10
     assert faults.requests == 1  # re-sending would only repeat the work
     assert engine.stats.stalls == 1
     await engine.aclose()
@@ -189,7 +190,7 @@ async def test_cancelling_closes_the_stream(
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
-    deadline = time.monotonic() + 1.0
+    deadline = time.monotonic() + 5.0  # (the real llama.cpp test holds it to a second)
     while faults.disconnects == 0:  # the server saw its client go
         assert time.monotonic() < deadline, "the server never saw the stream closed"
         await asyncio.sleep(0.02)
