@@ -18,6 +18,7 @@ from protocols.task import Task
 
 class RemoteOnly(Protocol):
     name = "remote_only"
+    sends_documents = True
 
     @staticmethod
     def prompt(task: Task) -> str:

@@ -23,6 +23,7 @@ from protocols.accounting import EventSink
 from protocols.task import Document, Options
 from service.chat_schemas import ChatCompletionRequest, Model
 from service.errors import InvalidRequest, ModelNotFound, short_message
+from service.privacy import with_privacy
 from service.services import Services
 from service.store import ApiKey
 
@@ -111,6 +112,7 @@ async def prepare(key: ApiKey, body: ChatCompletionRequest, services: Services) 
     services.documents.check_tokens(tokens, "messages")
     task_options = body.minions_options
     options = task_options.protocol_options() if task_options else {}
+    with_privacy(options, key, services.settings)
     limit = body.max_completion_tokens or body.max_tokens
     if limit is not None and protocol in ("local_only", "remote_only"):
         side = "local_max_tokens" if protocol == "local_only" else "remote_max_tokens"

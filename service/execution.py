@@ -21,6 +21,7 @@ from engines.prices import PriceTable
 from protocols import Options, Result, Task, build_protocol
 from protocols.accounting import EventSink
 from protocols.base import Protocol
+from protocols.privacy.config import PrivacyConfig
 from service.checkpoint import CheckpointedEngine
 from service.errors import InvalidRequest, describe
 from service.event_writer import EventWriter
@@ -81,9 +82,15 @@ class Ending:
 
 class TaskExecutor:
     def __init__(
-        self, store: Store, pool: EnginePool, prices: PriceTable, metrics: Metrics
+        self,
+        store: Store,
+        pool: EnginePool,
+        prices: PriceTable,
+        metrics: Metrics,
+        privacy: PrivacyConfig | None = None,
     ) -> None:
         self.store = store
+        self.privacy = privacy
         self.pool = pool
         self.prices = prices
         self.metrics = metrics
@@ -109,7 +116,14 @@ class TaskExecutor:
             remote_engine = CheckpointedEngine(remote_engine, self.store.redis, task_id)
         local = MeteredEngine(local_engine, self.prices, priced=False)
         remote = MeteredEngine(remote_engine, self.prices, priced=not stand_in, cap_usd=cap_usd)
-        built = build_protocol(protocol, local, remote, self.prices, remote_stand_in=stand_in)
+        built = build_protocol(
+            protocol,
+            local,
+            remote,
+            self.prices,
+            remote_stand_in=stand_in,
+            privacy_config=self.privacy,
+        )
         return Run(built, local, remote)
 
     async def require_local_workers(self) -> None:
@@ -157,6 +171,7 @@ class TaskExecutor:
             await self._finish(record, run, self._failed(record, run, exc), entry_id)
             return
         await events.close()
+        self.metrics.privacy(result)
         ending = self._succeeded(record, result)
         scored = self.mi.wanted(record.protocol)
         if scored:
@@ -316,6 +331,7 @@ class TaskExecutor:
         try:
             result = await run.protocol.run(task, events=sink)
             status = "succeeded"
+            self.metrics.privacy(result)
             return result
         except asyncio.CancelledError:
             status = "cancelled"

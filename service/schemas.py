@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from protocols.task import MAX_QUESTION_CHARS, MetadataValue, Options
+from protocols.task import MAX_QUESTION_CHARS, MetadataValue, Options, PrivacyMode
 
 ProtocolName = Literal["minion", "minions", "local_only", "remote_only"]
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -168,6 +168,11 @@ class KeyCreate(BaseModel):
     admin: bool = False
     budget_usd: float | None = Field(default=None, ge=0, le=1_000_000)
     rate_limit_per_minute: int | None = Field(default=None, gt=0, le=1_000_000)
+    privacy: PrivacyMode | None = Field(
+        default=None,
+        description="the key's tasks' privacy mode when they do not choose (MGW_PRIVACY_DEFAULT "
+        "when unset)",
+    )
 
 
 class KeyView(BaseModel):
@@ -179,6 +184,7 @@ class KeyView(BaseModel):
     reserved_usd: float
     rate_limit_per_minute: int
     created_at: float
+    privacy: PrivacyMode | None = None
 
 
 class KeyCreated(KeyView):

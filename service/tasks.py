@@ -15,6 +15,7 @@ from service.budget import reservation_usd, worst_case_usd
 from service.documents import DocumentService
 from service.errors import BudgetExceeded, Conflict, NotFound, QueueFull
 from service.pool import EnginePool
+from service.privacy import with_privacy
 from service.runner import TaskRunner
 from service.schemas import TaskCreate, TaskList, TaskView
 from service.settings import Settings
@@ -136,7 +137,7 @@ class TaskService:
 
     async def _create(self, key: ApiKey, body: TaskCreate, task_id: str) -> TaskRecord:
         options = body.options
-        protocol_options = options.protocol_options()
+        protocol_options = with_privacy(options.protocol_options(), key, self.settings)
         remote = self.pool.remote_for(options.remote_model)
         stand_in = self.pool.stand_in and options.remote_model is None
         stored, inline = await self.documents.resolve(key, body.documents)

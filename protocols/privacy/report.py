@@ -6,11 +6,9 @@ placeholder to value exists only in the running task's ``Pseudonymizer``.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
-PrivacyMode = Literal["off", "pseudonymize"]
+from protocols.task import PrivacyMode
 
 
 class CrossedMessage(BaseModel):
