@@ -204,6 +204,8 @@ def report(result: Result) -> dict[str, Any]:
         "remote_model": result.remote_model,
         "remote_stand_in": result.remote_stand_in,
         "warnings": result.warnings,
+        # The summary; the full audit trail (every text that crossed) is kept by /v1/tasks.
+        "privacy": result.privacy.model_dump(exclude={"crossed"}) if result.privacy else None,
     }
 
 
