@@ -63,7 +63,8 @@ def create(
             privacy=privacy.value if privacy else None,
         )
     )
-    console.print(f"created key [bold]{key.id}[/] ({name}); its secret, shown once:")
+    privacy_note = f", privacy {key.privacy} by default" if key.privacy else ""
+    console.print(f"created key [bold]{key.id}[/] ({name}{privacy_note}); its secret, shown once:")
     console.print(token, highlight=False, markup=False, soft_wrap=True)
 
 
@@ -72,10 +73,7 @@ def list_keys() -> None:
     """List keys with their budgets and spend (never their secrets)."""
     keys = _with_store(lambda store: store.api_keys.list())
     table = Table(title="API keys")
-    for column in (
-        *("id", "name", "admin", "budget USD", "spent USD", "reserved USD", "req/min"),
-        "privacy",
-    ):
+    for column in ("id", "name", "admin", "budget USD", "spent USD", "reserved USD", "req/min"):
         table.add_column(column)
     for key in keys:
         table.add_row(
@@ -86,7 +84,6 @@ def list_keys() -> None:
             f"{key.spent_nano / NANO:.6f}",
             f"{key.reserved_nano / NANO:.6f}",
             str(key.rate_limit_per_minute),
-            key.privacy or "",
         )
     console.print(table)
 
