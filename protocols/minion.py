@@ -17,8 +17,9 @@ from protocols.base import (
 )
 from protocols.chunking import Chunk
 from protocols.plans import ChatDecision, FinalChatDecision, is_empty_answer
-from protocols.result import LocalOutput, RemoteMessage, RoundRecord
+from protocols.result import Crossing, LocalOutput, RemoteMessage, RoundRecord
 from protocols.structured import ask_json, salvage_answer
+from protocols.task import Options
 
 # Room kept in every local prompt for the remote's message; longer messages are clipped to it.
 MESSAGE_TOKENS = 512
@@ -27,6 +28,12 @@ NOTHING_FOUND = "NONE: nothing in the documents answers this."
 
 class Minion(Protocol):
     name = "minion"
+    sends_compressions = True
+
+    @classmethod
+    def max_remote_calls(cls, options: Options) -> int:
+        # The opening message, then one JSON decision a round, each retried when invalid.
+        return 1 + options.max_rounds * (1 + options.json_retries)
 
     async def _run(self, state: RunState) -> str:
         options = state.options
@@ -72,6 +79,11 @@ class Minion(Protocol):
             record.remote_messages.append(RemoteMessage(purpose=message_purpose, text=message))
             reply = await self._local_reply(state, record, local_system, chunks, message)
             state.compressions.append(reply)
+            record.crossed = [
+                Crossing(chunk_id=output.chunk_id, text=output.answer, query=message)
+                for output in record.local_outputs
+                if output.answer and output.answer.strip() and output.answer in reply
+            ]
             note = (
                 "This is the last round: give the final answer now, from what you know."
                 if last

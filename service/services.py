@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from engines.base import Engine
 from service.assembly import open_core
+from service.chat import ChatService
 from service.documents import DocumentService
 from service.engines import EngineSet
 from service.execution import TaskExecutor
@@ -23,6 +24,7 @@ from service.runner import ExternalRunners, TaskRunner
 from service.settings import Settings
 from service.store import Store
 from service.studies import StudyService
+from service.summary import SummaryService
 from service.tasks import BudgetService, TaskService
 
 
@@ -39,7 +41,9 @@ class Services:
     runner: TaskRunner
     tasks: TaskService
     studies: StudyService
+    chat: ChatService
     metrics: Metrics
+    summary: SummaryService
 
 
 @asynccontextmanager
@@ -83,7 +87,9 @@ async def open_services(
                 runner=runner,
                 tasks=TaskService(the_store, pool, docs, budgets, runner, settings),
                 studies=studies,
+                chat=ChatService(the_store, pool, docs, budgets, executor, settings),
                 metrics=metrics,
+                summary=SummaryService(the_store),
             )
             await runner.start()
             await studies.start()
