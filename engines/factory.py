@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engines.base import Engine, EngineSpec
+from engines.child_guard import ChildGuard
 from engines.errors import EngineConfigError
 
 
@@ -15,9 +16,17 @@ def _vllm(spec: EngineSpec) -> Engine:
 
     options = dict(spec.options)
     data_dir = Path(options.pop("data_dir", Path.cwd() / ".mgw"))
-    return VLLMEngine.start(
-        resolve_local_model(spec.model, data_dir), model_name=spec.model, **options
-    )
+    model_path = resolve_local_model(spec.model, data_dir)
+    # vLLM's engine processes must not outlive this one, however it dies (engines.child_guard);
+    # engines left by a dead process of this data dir are stopped first.
+    guard = ChildGuard(data_dir / "engines")
+    try:
+        engine = VLLMEngine.start(model_path, model_name=spec.model, **options)
+    except BaseException:
+        guard.close()
+        raise
+    engine.child_guard = guard
+    return engine
 
 
 def _openai(spec: EngineSpec) -> Engine:

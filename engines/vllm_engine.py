@@ -16,6 +16,7 @@ from engines.base import (
     GenerationResult,
     validate_continuations,
 )
+from engines.child_guard import ChildGuard
 from engines.errors import EngineConfigError, EngineError
 from engines.usage import Usage
 
@@ -48,6 +49,7 @@ class VLLMEngine(Engine):
         self._engine = engine
         self._tokenizer = tokenizer
         self._closed = False
+        self.child_guard: ChildGuard | None = None  # closed once the engine is down
 
     @classmethod
     def start(
@@ -210,3 +212,5 @@ class VLLMEngine(Engine):
             # AsyncLLM.__del__ calls shutdown() again, at interpreter exit where it raises from
             # half-torn-down modules; the engine is already down, so make that call a no-op.
             self._engine.shutdown = _already_shut_down
+            if self.child_guard is not None:
+                self.child_guard.close()
