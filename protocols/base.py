@@ -45,6 +45,21 @@ class ContextOverflowError(ValueError):
     """The prompt does not fit the engine's context window."""
 
 
+class ProtocolFailed(Exception):
+    """A protocol cannot go on (its local model failed where nothing can stand in for it): the
+    run ends with a failed Result that keeps the usage spent so far."""
+
+
+def summarize_errors(errors: list[EngineError | ValueError]) -> str:
+    """Distinct error messages with their counts, the commonest first (at most three)."""
+    counts: dict[str, int] = {}
+    for error in errors:
+        counts[str(error)] = counts.get(str(error), 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: -item[1])
+    text = "; ".join(f"{message} (x{n})" if n > 1 else message for message, n in ranked[:3])
+    return text + (f"; and {len(ranked) - 3} other errors" if len(ranked) > 3 else "")
+
+
 @dataclass
 class RunState:
     """Everything one ``run`` accumulates on its way to a Result."""
@@ -123,12 +138,18 @@ class Protocol(ABC):
             privacy=privacy,
         )
         state.stats = DocumentStats(documents=len(task.documents), pages=task.page_count)
-        answer = await self._run(state)
-        result = self._result(state, answer)
+        error: str | None = None
+        try:
+            answer = await self._run(state)
+        except ProtocolFailed as failed:
+            answer, error = "", str(failed)
+            state.warn(f"the run failed: {error}")
+        result = self._result(state, answer, error)
         await state.events.emit(
             "final",
             {
                 "answer": result.answer,
+                "error": result.error,
                 "usage": result.usage.model_dump(exclude={"remote_calls", "local_calls"}),
                 "cost_usd": result.cost_usd.model_dump(),
                 "warnings": result.warnings,
@@ -194,25 +215,26 @@ class Protocol(ABC):
 
     async def local_batches(
         self, state: RunState, purpose: str, requests: list[GenerationRequest], *, round: int
-    ) -> list[GenerationResult | None]:
-        """Run local requests in batches of ``job_concurrency``, in order. A batch the engine
-        fails on yields ``None`` for each of its requests (the caller counts them as dropped):
-        one failed batch must not sink the round."""
-        results: list[GenerationResult | None] = []
+    ) -> list[GenerationResult | EngineError | ValueError]:
+        """Run local requests in batches of ``job_concurrency``, in order. A request the engine
+        fails on yields its error in its place (the caller counts that job as dropped): one failed
+        request fails only its job, and the others' results are kept."""
+        outcomes: list[GenerationResult | EngineError | ValueError] = []
         size = state.options.job_concurrency
         for start in range(0, len(requests), size):
             batch = requests[start : start + size]
-            try:
-                results.extend(await state.recorder.generate("local", purpose, batch, round=round))
-            except (EngineError, ValueError) as exc:  # ValueError: vLLM rejects a too-long prompt
+            settled = await state.recorder.generate_settled("local", purpose, batch, round=round)
+            failures = [outcome for outcome in settled if isinstance(outcome, Exception)]
+            if failures:
                 state.warn(
-                    f"round {round}: the local engine failed on {len(batch)} requests: {exc}"
+                    f"round {round}: the local engine failed on {len(failures)} of {len(batch)} "
+                    f"requests: {summarize_errors(failures)}"
                 )
-                results.extend([None] * len(batch))
+            outcomes.extend(settled)
             await state.events.emit(
-                "jobs_progress", {"round": round, "done": len(results), "total": len(requests)}
+                "jobs_progress", {"round": round, "done": len(outcomes), "total": len(requests)}
             )
-        return results
+        return outcomes
 
     @staticmethod
     def fits(engine: Engine, text: str, reply_tokens: int) -> bool:
@@ -222,7 +244,7 @@ class Protocol(ABC):
             return False
         return engine.count_tokens(text) <= budget
 
-    def _result(self, state: RunState, answer: str) -> Result:
+    def _result(self, state: RunState, answer: str, error: str | None = None) -> Result:
         recorder = state.recorder
         remote_priced = self.prices.has_price(self.remote.model)
         remote_calls = recorder.records("remote")
@@ -246,6 +268,7 @@ class Protocol(ABC):
         local_cost = recorder.cost("local")
         return Result(
             answer=answer.strip(),
+            error=error,
             protocol=self.name,
             local_model=self.local.model,
             remote_model=self.remote.model,

@@ -82,9 +82,14 @@ class JobCounts(BaseModel):
     planned: int = Field(description="(task, chunk, sample) jobs the plan asked for")
     run: int = 0
     kept: int = 0
-    skipped: int = Field(default=0, description="planned but over max_jobs_per_round")
+    skipped: int = Field(
+        default=0,
+        description="planned but over the round's budget (max_jobs_per_round, "
+        "max_local_tokens_per_round)",
+    )
     dropped: dict[str, int] = Field(
-        default_factory=dict, description="by reason: no_answer, truncated, unparseable, ..."
+        default_factory=dict,
+        description="by reason: no_answer, truncated, unparseable, timeout, engine_error, ...",
     )
 
 
@@ -148,6 +153,11 @@ class Result(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     answer: str
+    error: str | None = Field(
+        default=None,
+        description="why the run failed (the local model failed where nothing could stand in); "
+        "the usage spent until then is still reported",
+    )
     protocol: ProtocolName
     local_model: str
     remote_model: str

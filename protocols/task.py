@@ -96,7 +96,19 @@ class Options(BaseModel):
     max_tasks_per_round: int = Field(default=8, ge=1, le=32, description="K: tasks in one plan")
     samples_per_job: int = Field(default=1, ge=1, le=16)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    max_jobs_per_round: int = Field(default=512, ge=1, le=8192)
+    max_jobs_per_round: int = Field(
+        default=512,
+        ge=1,
+        le=8192,
+        description="local jobs one MinionS round may run; when the plan asks for more, each "
+        "task keeps its chunks most relevant to it (BM25)",
+    )
+    max_local_tokens_per_round: int | None = Field(
+        default=None,
+        ge=1,
+        description="local tokens (prompt and reply bound) one MinionS round may use; filled by "
+        "relevance like max_jobs_per_round. Unset: no token bound",
+    )
     job_concurrency: int = Field(default=128, ge=1, le=8192, description="jobs per engine batch")
     job_max_tokens: int = Field(default=256, ge=16, le=8192)
     local_max_tokens: int = Field(default=384, ge=16, le=8192)

@@ -182,6 +182,12 @@ class TaskExecutor:
             await self._finish(record, run, self._failed(record, run, exc), entry_id)
             return
         await events.close()
+        if result.error is not None:
+            # The protocol could not finish (its local model failed): a failed task whose usage
+            # so far is billed, like any other failure.
+            failure = EngineError(result.error)
+            await self._finish(record, run, self._failed(record, run, failure), entry_id)
+            return
         self.metrics.privacy(result)
         ending = self._succeeded(record, result)
         scored = self.mi.wanted(record.protocol)
