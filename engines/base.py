@@ -7,6 +7,7 @@ any OpenAI-compatible HTTP server) live beside this module.
 from __future__ import annotations
 
 import asyncio
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -179,6 +180,13 @@ class WrappedEngine(Engine):
 
     async def score(self, prefix: str, continuations: Sequence[str]) -> list[float]:
         return await self.inner.score(prefix, continuations)
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token for English under common BPE vocabularies, for engines
+    that cannot count exactly. Only an estimate: billing always uses the usage the server
+    reports."""
+    return math.ceil(len(text) / 4)
 
 
 def validate_continuations(continuations: Sequence[str]) -> None:

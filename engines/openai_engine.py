@@ -8,13 +8,18 @@ own; this module turns what is left into short, clear errors.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import openai
 
-from engines.base import Engine, GenerationRequest, GenerationResult, gather_in_order
+from engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    estimate_tokens,
+    gather_in_order,
+)
 from engines.errors import (
     EngineCapabilityError,
     EngineConfigError,
@@ -25,12 +30,6 @@ from engines.errors import (
 from engines.usage import Usage
 
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "stop", "tool_calls": "stop"}
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters a token for English under common BPE vocabularies. Only an estimate:
-    billing always uses the usage the server reports."""
-    return math.ceil(len(text) / 4)
 
 
 class OpenAIEngine(Engine):
