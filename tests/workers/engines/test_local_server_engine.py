@@ -13,7 +13,12 @@ from support.openai_server import FaultPlan, build_app, serve_in_thread
 from support.scripted_engine import ScriptedEngine, SlowScriptedEngine
 
 from engines.base import GenerationRequest
-from engines.errors import EngineError, EngineTimeoutError, RemoteAPIError
+from engines.errors import (
+    EngineCapabilityError,
+    EngineError,
+    EngineTimeoutError,
+    RemoteAPIError,
+)
 from engines.local_server_engine import LocalServerEngine
 from engines.server_probe import probe_server
 
@@ -234,3 +239,27 @@ async def test_a_server_without_json_schemas_falls_back_to_the_prompt_clearly() 
         )
         assert result.text == "{}"  # sent without response_format, so not rejected
         await engine.aclose()
+
+
+async def test_scores_through_a_server_that_returns_prompt_logprobs() -> None:
+    backend = ScriptedEngine(default="ok", context_window=4096)
+    with serve_in_thread(build_app(backend, FaultPlan(), like_vllm=True)) as url:
+        engine = make_engine(url + "/v1")
+        assert engine.info is not None and engine.info.family == "vllm"
+        assert engine.supports_score is True and engine.token_source == "server"
+        assert engine.context_window == 4096 and engine.max_concurrency == 64
+        prefix, continuations = "the access code is 4817", ["4817", "blue sky"]
+        scores = await engine.score(prefix, continuations)
+        # The same numbers as the in-process scorer's rule, per token.
+        assert scores == pytest.approx(await backend.score(prefix, continuations), abs=1e-9)
+        await engine.aclose()
+
+
+async def test_a_server_without_prompt_logprobs_says_it_cannot_score(
+    server: tuple[str, FaultPlan], faults: FaultPlan
+) -> None:
+    engine = make_engine(server[0], faults=faults)
+    assert engine.supports_score is False
+    with pytest.raises(EngineCapabilityError, match="cannot return the log-probabilities"):
+        await engine.score("prefix", ["x"])
+    await engine.aclose()
