@@ -4,17 +4,15 @@ the bundled model) scores teacher-forced continuations through ``/v1/completions
 
 from __future__ import annotations
 
-import os
-import subprocess
+import signal
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from support.processes import free_port
+from support.llama_server import healthy
+from support.processes import Process, free_port, process_env
 
 from engines.local_server_engine import LocalServerEngine
 
@@ -34,43 +32,25 @@ CONTINUATIONS = [
 @pytest.fixture(scope="module")
 def vllm_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    env = {
-        **os.environ,
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-        "VLLM_LOGGING_LEVEL": "WARNING",
-    }
+    env = process_env(
+        VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_NUM_OF_RESERVED_CPU="0", VLLM_LOGGING_LEVEL="WARNING"
+    )
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
         "--served-model-name", "smollm2-135m-instruct", "--host", "127.0.0.1",
         "--port", str(port), "--max-model-len", "2048", "--dtype", "float32",
         "--enforce-eager", "--max-num-seqs", "8",
     ]  # fmt: skip
-    with log.open("wb") as sink:
-        server = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    server = Process(command, env, tmp_path_factory.mktemp("vllm-serve") / "server.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 420
-        while not _healthy(url):
-            assert server.poll() is None, log.read_text()[-4000:]
-            assert time.monotonic() < deadline, "vllm serve did not start in time"
-            time.sleep(1)
+        server.wait_for(lambda: healthy(url), "vllm serve /health", timeout_s=420)
         yield url
     finally:
-        server.terminate()
         try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+            server.stop(signal.SIGTERM, timeout_s=60)
+        finally:
             server.kill()
-            server.wait(timeout=30)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 async def test_served_scores_match_the_in_process_scorer(
