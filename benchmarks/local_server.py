@@ -78,9 +78,10 @@ class FixedPlanner(Engine):
 async def run_many(local: Engine, args: argparse.Namespace) -> dict[str, Any]:
     """``--runs`` runs, each over a document of its own seed (so no prompt cache serves one run
     from another); the row of the median wall time, with every run's wall time."""
-    rows = [await run_minions(local, args, args.seed + run) for run in range(args.runs)]
-    for row in rows:
-        logger.info("run: %s", row)
+    rows = []
+    for run in range(args.runs):
+        rows.append(await run_minions(local, args, args.seed + run))
+        logger.info("run %d: %s", run + 1, rows[-1])
     ordered = sorted(rows, key=lambda row: float(row["wall_s"]))
     median = dict(ordered[len(ordered) // 2])
     median["runs_wall_s"] = [row["wall_s"] for row in rows]
