@@ -15,6 +15,7 @@ from service import keys
 from service.budget import reservation_usd, worst_case_usd
 from service.documents import DocumentService
 from service.errors import BudgetExceeded, Conflict, NotFound, QueueFull
+from service.mi_background import expired
 from service.pool import EnginePool, RemoteChoice
 from service.runner import TaskRunner
 from service.schemas import TaskCreate, TaskList, TaskView
@@ -288,7 +289,7 @@ def view(record: TaskRecord) -> TaskView:
         "error": record.error,
         "partial_usage": record.partial_usage,
         "accuracy": record.accuracy,
-        "mi": record.mi,
+        "mi": expired(record.mi, time.time()),
         "billing": {
             "billed_usd": record.billed_nano / NANO,
             "reserved_usd": 0.0 if record.status in TERMINAL else record.reserved_nano / NANO,
