@@ -14,6 +14,8 @@ from engines.base import (
     Engine,
     GenerationRequest,
     GenerationResult,
+    gather_in_order,
+    gather_settled,
     validate_continuations,
 )
 from engines.child_guard import ChildGuard
@@ -43,6 +45,7 @@ class VLLMEngine(Engine):
     kind = "vllm"
     supports_json_schema = True
     supports_score = True
+    isolates_failures = True
 
     def __init__(self, engine: Any, tokenizer: Any, model: str, context_window: int) -> None:
         super().__init__(model=model, context_window=context_window)
@@ -167,8 +170,15 @@ class VLLMEngine(Engine):
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         self._check_open()
-        # All requests are submitted at once; vLLM's scheduler batches them.
-        return list(await asyncio.gather(*(self._generate_one(r) for r in requests)))
+        # All requests are submitted at once; vLLM's scheduler batches them. The first failure
+        # aborts the others.
+        return await gather_in_order([self._generate_one(r) for r in requests], len(requests) or 1)
+
+    async def generate_settled(
+        self, requests: Sequence[GenerationRequest]
+    ) -> list[GenerationResult | EngineError | ValueError]:
+        self._check_open()
+        return await gather_settled([self._generate_one(r) for r in requests])
 
     # -- scoring --------------------------------------------------------------------------
     async def score(self, prefix: str, continuations: Sequence[str]) -> list[float]:

@@ -41,6 +41,7 @@ def key_view(key: ApiKey) -> dict[str, Any]:
         "reserved_usd": key.reserved_nano / NANO,
         "rate_limit_per_minute": key.rate_limit_per_minute,
         "created_at": key.created_at,
+        "privacy": key.privacy,
     }
 
 
@@ -52,6 +53,7 @@ async def create_key(body: KeyCreate, _: AdminKey, services: ServicesDep) -> Key
         admin=body.admin,
         budget_usd=body.budget_usd,
         rate_limit_per_minute=body.rate_limit_per_minute or services.settings.rate_limit_per_minute,
+        privacy=body.privacy,
     )
     return KeyCreated(**key_view(key), key=token)
 
