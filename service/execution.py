@@ -322,6 +322,11 @@ class TaskExecutor:
             else:
                 store.tasks.queue_done(pipe, entry_id)
                 store.tasks.queue_forget_checkpoints(pipe, record.id)
+                settings = self.pool.settings
+                store.tasks.queue_expire(pipe, record.id, settings.task_ttl_s)
+                store.documents.queue_touch(
+                    pipe, record.request.get("document_ids", []), settings.document_ttl_s
+                )
 
         # The fence: only the run that owns the task (its token) ends it, settling once.
         if not await store.tasks.fenced_write(record.id, record.run_token, write):

@@ -175,6 +175,8 @@ class TaskService:
             )
         if admission.outcome == "budget":
             raise self.budgets.refused(key, amount, admission.available_nano)
+        # Used now: each document expires MGW_DOCUMENT_TTL_S after its last use.
+        await self.store.documents.touch([doc.id for doc in stored], self.settings.document_ttl_s)
         return record
 
     async def get(self, key: ApiKey, task_id: str) -> TaskRecord:
@@ -243,6 +245,18 @@ class TaskService:
             has_more=next_cursor is not None,
         )
 
+    async def purge(self, key: ApiKey, task_id: str) -> TaskRecord:
+        """Delete a finished task (record, events) now; the view it had is returned."""
+        record = await self.get(key, task_id)
+        if record.status not in TERMINAL:
+            raise Conflict(
+                f"task {task_id} is {record.status}; cancel it (DELETE without purge) and purge "
+                "it once it has ended",
+                param="purge",
+            )
+        await self.store.tasks.purge(record)
+        return record
+
     async def cancel(self, key: ApiKey, task_id: str) -> TaskRecord:
         record = await self.get(key, task_id)
         if record.status in TERMINAL:
@@ -271,6 +285,7 @@ class TaskService:
                 )
                 await self.store.summary.queue_settled(pipe, settled)
                 self.store.tasks.queue_index_settled(pipe, task_id, record.protocol, "cancelled")
+                self.store.tasks.queue_expire(pipe, task_id, self.settings.task_ttl_s)
                 await pipe.execute()
         else:
             await self.runner.cancel(task_id)

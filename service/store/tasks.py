@@ -271,6 +271,21 @@ class TaskStore:
                     continue  # the task hash changed (e.g. a cancel flag): check again
 
     @staticmethod
+    def queue_expire(pipe: Any, task_id: str, ttl_s: int) -> None:
+        """A task that ended is kept ``ttl_s`` more: its record and its event stream."""
+        pipe.expire(keys.task(task_id), ttl_s)
+        pipe.expire(keys.task_events(task_id), ttl_s)
+
+    async def purge(self, record: TaskRecord) -> None:
+        """Delete a finished task now: record, events, checkpoints, its place in the lists."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.task(record.id), keys.task_events(record.id))
+            self.queue_forget_checkpoints(pipe, record.id)
+            pipe.zrem(keys.TASKS, record.id)
+            pipe.zrem(keys.tasks_of(record.key_id), record.id)
+            await pipe.execute()
+
+    @staticmethod
     def queue_add_billed(pipe: Any, task_id: str, spent_nano: int) -> None:
         """Add one attempt's remote spend to the task's total over all its attempts."""
         pipe.hincrby(keys.task(task_id), "billed_nano", spent_nano)
