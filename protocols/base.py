@@ -9,13 +9,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, cast, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, cast, get_args
 
 from engines.base import Engine, GenerationRequest, GenerationResult
 from engines.errors import EngineError
 from engines.prices import PriceTable
 from protocols.accounting import Events, EventSink, Recorder
 from protocols.chunking import Chunk, chunk_documents, fit_chunk_tokens
+from protocols.privacy.config import PrivacyConfig
 from protocols.result import (
     CostReport,
     DocumentStats,
@@ -27,6 +28,9 @@ from protocols.result import (
     UsageReport,
 )
 from protocols.task import ChunkingStrategy, Document, Options, Task
+
+if TYPE_CHECKING:
+    from protocols.privacy.pseudonymizer import Pseudonymizer
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +73,7 @@ class RunState:
     compressions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     stats: DocumentStats | None = None
+    privacy: Pseudonymizer | None = None
 
     def warn(self, message: str) -> None:
         logger.warning("%s", message)
@@ -85,6 +90,8 @@ class Protocol(ABC):
     tasks with ``await protocol.run(task)``."""
 
     name: ClassVar[ProtocolName]
+    # Whether the documents themselves go to the remote (remote_only): privacy mode says so.
+    sends_documents: ClassVar[bool] = False
     # Whether the local side sends the remote compressions of the documents (what the mutual
     # information of a run is estimated over).
     sends_compressions: ClassVar[bool] = False
@@ -105,22 +112,30 @@ class Protocol(ABC):
         prices: PriceTable,
         *,
         remote_stand_in: bool | None = None,
+        privacy_config: PrivacyConfig | None = None,
         **config: Any,
     ) -> None:
         self.local = local
         self.remote = remote
         self.prices = prices
+        self.privacy_config = privacy_config
         self.remote_stand_in = remote is local if remote_stand_in is None else remote_stand_in
         self.options = Options(**config)  # unknown or invalid config: ValueError naming the field
 
     async def run(self, task: Task, events: EventSink | None = None) -> Result:
         if not isinstance(task, Task):
             task = Task.model_validate(task)
+        options = self.options.merged(task.options)
+        privacy = await self._pseudonymizer(options)
+        # Privacy mode's one seam: the remote, as every protocol reaches it (through the
+        # Recorder), pseudonymizes what goes out and restores what comes back.
+        remote = self.remote if privacy is None else _private(self.remote, privacy)
         state = RunState(
             task=task,
-            options=self.options.merged(task.options),
-            recorder=Recorder(self.local, self.remote, self.prices, Events(events)),
+            options=options,
+            recorder=Recorder(self.local, remote, self.prices, Events(events)),
             events=Events(events),
+            privacy=privacy,
         )
         state.stats = DocumentStats(documents=len(task.documents), pages=task.page_count)
         error: str | None = None
@@ -141,6 +156,23 @@ class Protocol(ABC):
             },
         )
         return result
+
+    async def _pseudonymizer(self, options: Options) -> Pseudonymizer | None:
+        if options.privacy != "pseudonymize":
+            return None
+        # Imported here: Presidio and spaCy take seconds to import and load, and most tasks
+        # never need them. The detector is built once per process, off the event loop.
+        from protocols.privacy.detector import shared_detector
+        from protocols.privacy.pseudonymizer import Pseudonymizer
+
+        detector = await asyncio.to_thread(shared_detector, self.privacy_config)
+        pseudonymizer = Pseudonymizer(detector)
+        if self.sends_documents:
+            pseudonymizer.notes.append(
+                f"{self.name}: the whole document was pseudonymized before it was sent to the "
+                "remote"
+            )
+        return pseudonymizer
 
     @abstractmethod
     async def _run(self, state: RunState) -> str:
@@ -264,6 +296,7 @@ class Protocol(ABC):
             compressions=state.compressions,
             warnings=state.warnings,
             stats=state.stats or DocumentStats(documents=0, pages=0),
+            privacy=state.privacy.report() if state.privacy else None,
         )
 
 
@@ -290,6 +323,12 @@ def run_chunks(
             "documents, tokenizer or chunking options)"
         )
     return chunks
+
+
+def _private(remote: Engine, pseudonymizer: Pseudonymizer) -> Engine:
+    from protocols.privacy.engine import PrivateEngine
+
+    return PrivateEngine(remote, pseudonymizer)
 
 
 def render_documents(documents: tuple[Document, ...] | list[Document]) -> str:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engines.usage import Usage
+from protocols.privacy.report import PrivacyReport
 
 ProtocolName = Literal["minion", "minions", "local_only", "remote_only"]
 PlanSource = Literal["remote", "fallback"]
@@ -168,3 +169,6 @@ class Result(BaseModel):
     compressions: list[str] = Field(description="texts the local side sent to the remote")
     warnings: list[str]
     stats: DocumentStats
+    privacy: PrivacyReport | None = Field(
+        default=None, description="privacy mode's audit trail; None when privacy is off"
+    )

@@ -25,6 +25,7 @@ PAGE_BREAK = "\f"
 
 MetadataValue = str | int | float | bool | None
 ChunkingStrategy = Literal["tokens", "pages", "paragraphs"]
+PrivacyMode = Literal["off", "pseudonymize"]
 
 
 class Document(BaseModel):
@@ -114,6 +115,11 @@ class Options(BaseModel):
     remote_max_tokens: int = Field(default=1024, ge=16, le=32_768)
     json_retries: int = Field(default=3, ge=0, le=10)
     seed: int = 0
+    privacy: PrivacyMode = Field(
+        default="off",
+        description="pseudonymize: identifying values are replaced by placeholders before any "
+        "text reaches the remote, and restored in its replies (docs/privacy.md)",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Options:

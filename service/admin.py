@@ -34,6 +34,7 @@ def key_view(key: ApiKey) -> dict[str, Any]:
         "reserved_usd": key.reserved_nano / NANO,
         "rate_limit_per_minute": key.rate_limit_per_minute,
         "created_at": key.created_at,
+        "privacy": key.privacy,
     }
 
 
@@ -50,6 +51,7 @@ class AdminService:
             admin=body.admin,
             budget_usd=body.budget_usd,
             rate_limit_per_minute=body.rate_limit_per_minute or self.settings.rate_limit_per_minute,
+            privacy=body.privacy,
         )
         return KeyCreated(**key_view(key), key=token)
 

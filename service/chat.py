@@ -28,6 +28,7 @@ from service.documents import DocumentService
 from service.errors import InvalidRequest, ModelNotFound, describe, envelope, short_message
 from service.execution import TaskExecutor
 from service.pool import EnginePool
+from service.privacy import with_privacy
 from service.settings import Settings
 from service.store import ApiKey, Store
 from service.tasks import BudgetService
@@ -209,6 +210,7 @@ class ChatService:
         self.documents.check_tokens(tokens, "messages")
         task_options = body.minions_options
         options = task_options.protocol_options() if task_options else {}
+        with_privacy(options, key, self.settings)
         limit = body.max_completion_tokens or body.max_tokens
         side = protocol_class(protocol).answer_limit_option
         if limit is not None and side is not None:
@@ -292,6 +294,8 @@ def report(result: Result) -> dict[str, Any]:
         "remote_model": result.remote_model,
         "remote_stand_in": result.remote_stand_in,
         "warnings": result.warnings,
+        # The summary; the full audit trail (every text that crossed) is kept by /v1/tasks.
+        "privacy": result.privacy.model_dump(exclude={"crossed"}) if result.privacy else None,
     }
 
 

@@ -17,6 +17,8 @@ from engines.bundled_model import BUNDLED_MODEL
 from engines.prices import PriceTable
 from protocols.documents import pdf_limits
 from protocols.pdf_sandbox import PdfLimits
+from protocols.privacy.config import PrivacyConfig
+from protocols.task import PrivacyMode
 
 
 def _default_data_dir() -> Path:
@@ -162,11 +164,23 @@ class Settings(BaseSettings):
     mi_max_compressions: Annotated[int, Field(gt=0, le=256)] = 16
     mi_max_context_chars: Annotated[int, Field(ge=256)] = 12_000
     mi_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    # Privacy mode (docs/privacy.md): the default for tasks that do not choose and whose key
+    # has no default of its own, and the detector's configuration (TOML), checked at start.
+    privacy_default: PrivacyMode = "off"
+    privacy_config: Path | None = Field(
+        default=None, description="TOML file: entity types, custom recognizers, NER pipeline"
+    )
 
     @field_validator("extra_studies")
     @classmethod
     def _extra_studies_are_valid(cls, value: dict[str, str]) -> dict[str, str]:
         study_registry(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("privacy_config")
+    @classmethod
+    def _privacy_config_is_valid(cls, value: Path | None) -> Path | None:
+        PrivacyConfig.load(value)  # raises PrivacyConfigError naming the file and the field
         return value
 
     @field_validator("admin_key")
@@ -235,6 +249,9 @@ class Settings(BaseSettings):
 
     def prices(self) -> PriceTable:
         return PriceTable.load(self.price_table)
+
+    def privacy(self) -> PrivacyConfig:
+        return PrivacyConfig.load(self.privacy_config)
 
 
 WEAK_SECRETS = frozenset(

@@ -16,6 +16,7 @@ from service.budget import reservation_usd, worst_case_usd
 from service.documents import DocumentService
 from service.errors import BudgetExceeded, Conflict, NotFound, QueueFull
 from service.pool import EnginePool, RemoteChoice
+from service.privacy import with_privacy
 from service.runner import TaskRunner
 from service.schemas import TaskCreate, TaskList, TaskView
 from service.settings import Settings
@@ -139,7 +140,7 @@ class TaskService:
 
     async def _create(self, key: ApiKey, body: TaskCreate, task_id: str) -> TaskRecord:
         options = body.options
-        protocol_options = options.protocol_options()
+        protocol_options = with_privacy(options.protocol_options(), key, self.settings)
         remote = self.pool.remote(options.remote_model)
         stored, inline = await self.documents.resolve(key, body.documents)
         # ``options`` is an ``Options``: unset fields hold the same defaults the run will use.
