@@ -147,7 +147,7 @@ class MinionS(Protocol):
         retriever: Callable[[], ChunkRetriever],
     ) -> list[LocalOutput]:
         selected, warnings = select_chunks(plan, chunks, retriever)
-        batch = build_jobs(plan, chunks, selected, state.options, self.local)
+        batch = build_jobs(plan, chunks, selected, state.options, self.local, retriever)
         for warning in warnings + batch.warnings:
             state.warn(f"round {record.round}: {warning}")
         results = await self.local_batches(state, "job", batch.requests, round=record.round)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engines.usage import Usage
+from protocols.privacy.report import PrivacyReport
 
 ProtocolName = Literal["minion", "minions", "local_only", "remote_only"]
 PlanSource = Literal["remote", "fallback"]
@@ -81,9 +82,14 @@ class JobCounts(BaseModel):
     planned: int = Field(description="(task, chunk, sample) jobs the plan asked for")
     run: int = 0
     kept: int = 0
-    skipped: int = Field(default=0, description="planned but over max_jobs_per_round")
+    skipped: int = Field(
+        default=0,
+        description="planned but over the round's budget (max_jobs_per_round, "
+        "max_local_tokens_per_round)",
+    )
     dropped: dict[str, int] = Field(
-        default_factory=dict, description="by reason: no_answer, truncated, unparseable, ..."
+        default_factory=dict,
+        description="by reason: no_answer, truncated, unparseable, timeout, engine_error, ...",
     )
 
 
@@ -147,6 +153,11 @@ class Result(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     answer: str
+    error: str | None = Field(
+        default=None,
+        description="why the run failed (the local model failed where nothing could stand in); "
+        "the usage spent until then is still reported",
+    )
     protocol: ProtocolName
     local_model: str
     remote_model: str
@@ -158,3 +169,6 @@ class Result(BaseModel):
     compressions: list[str] = Field(description="texts the local side sent to the remote")
     warnings: list[str]
     stats: DocumentStats
+    privacy: PrivacyReport | None = Field(
+        default=None, description="privacy mode's audit trail; None when privacy is off"
+    )

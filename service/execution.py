@@ -21,6 +21,7 @@ from engines.prices import PriceTable
 from protocols import Options, Result, Task, build_protocol
 from protocols.accounting import EventSink
 from protocols.base import Protocol
+from protocols.privacy.config import PrivacyConfig
 from service.checkpoint import CheckpointedEngine
 from service.errors import InvalidRequest, describe
 from service.event_writer import EventWriter
@@ -92,9 +93,15 @@ class Ending:
 
 class TaskExecutor:
     def __init__(
-        self, store: Store, pool: EnginePool, prices: PriceTable, metrics: Metrics
+        self,
+        store: Store,
+        pool: EnginePool,
+        prices: PriceTable,
+        metrics: Metrics,
+        privacy: PrivacyConfig | None = None,
     ) -> None:
         self.store = store
+        self.privacy = privacy
         self.pool = pool
         self.prices = prices
         self.metrics = metrics
@@ -111,8 +118,8 @@ class TaskExecutor:
     ) -> Run:
         """The protocol over metered engines. With a ``task_id`` (a queued task) remote replies
         are checkpointed, so a restart of the task does not pay for them twice."""
-        remote_engine = self.pool.remote_for(remote_model)
-        stand_in = self.pool.stand_in and remote_model is None
+        choice = self.pool.remote(remote_model)
+        remote_engine, stand_in = choice.engine, choice.stand_in
         local_engine = self.pool.local_for(self.store.redis, task_id)
         if stand_in:
             remote_engine = local_engine
@@ -120,7 +127,14 @@ class TaskExecutor:
             remote_engine = CheckpointedEngine(remote_engine, self.store.redis, task_id)
         local = MeteredEngine(local_engine, self.prices, priced=False)
         remote = MeteredEngine(remote_engine, self.prices, priced=not stand_in, cap_usd=cap_usd)
-        built = build_protocol(protocol, local, remote, self.prices, remote_stand_in=stand_in)
+        built = build_protocol(
+            protocol,
+            local,
+            remote,
+            self.prices,
+            remote_stand_in=stand_in,
+            privacy_config=self.privacy,
+        )
         return Run(built, local, remote)
 
     async def require_local_workers(self) -> None:
@@ -168,6 +182,13 @@ class TaskExecutor:
             await self._finish(record, run, self._failed(record, run, exc), entry_id)
             return
         await events.close()
+        if result.error is not None:
+            # The protocol could not finish (its local model failed): a failed task whose usage
+            # so far is billed, like any other failure.
+            failure = EngineError(result.error)
+            await self._finish(record, run, self._failed(record, run, failure), entry_id)
+            return
+        self.metrics.privacy(result)
         ending = self._succeeded(record, result)
         scored = self.mi.wanted(record.protocol)
         if scored:
@@ -378,6 +399,7 @@ class TaskExecutor:
         try:
             result = await run.protocol.run(task, events=sink)
             status = "succeeded"
+            self.metrics.privacy(result)
             baseline = baseline_of(result)
             return result
         except asyncio.CancelledError:

@@ -8,7 +8,6 @@ import hashlib
 import time
 from typing import Any
 
-from engines.base import Engine
 from engines.prices import PriceTable
 from protocols import protocol_class
 from protocols.task import Options
@@ -16,7 +15,8 @@ from service import keys
 from service.budget import reservation_usd, worst_case_usd
 from service.documents import DocumentService
 from service.errors import BudgetExceeded, Conflict, NotFound, QueueFull
-from service.pool import EnginePool
+from service.pool import EnginePool, RemoteChoice
+from service.privacy import with_privacy
 from service.runner import TaskRunner
 from service.schemas import TaskCreate, TaskList, TaskView
 from service.settings import Settings
@@ -39,21 +39,22 @@ class BudgetService:
         key: ApiKey,
         protocol: str,
         options: Options,
-        remote: Engine,
-        stand_in: bool,
+        remote: RemoteChoice,
         max_cost_usd: float | None,
     ) -> tuple[int, float | None]:
         """(nano-USD to reserve, the task's cost cap). Raises ``BudgetExceeded`` (402) when the
         key has a budget and the remote model has no price to hold it to."""
-        unpriced = not stand_in and not self.prices.has_price(remote.model)
+        unpriced = not remote.stand_in and not self.prices.has_price(remote.engine.model)
         uses_remote = protocol_class(protocol).max_remote_calls(options) > 0
         if unpriced and uses_remote and key.budget_nano is not None:
             raise BudgetExceeded(
-                f"remote model {remote.model!r} has no price, so a budget cannot be enforced "
-                "on it; ask the operator to add it to the price table",
+                f"remote model {remote.engine.model!r} has no price, so a budget cannot be "
+                "enforced on it; ask the operator to add it to the price table",
                 param="options.remote_model",
             )
-        worst = worst_case_usd(protocol, options, remote, self.prices, stand_in=stand_in)
+        worst = worst_case_usd(
+            protocol, options, remote.engine, self.prices, stand_in=remote.stand_in
+        )
         amount_usd, cap = reservation_usd(worst, max_cost_usd, self.settings.task_max_cost_usd)
         return to_nano(amount_usd), cap
 
@@ -71,12 +72,11 @@ class BudgetService:
         key: ApiKey,
         protocol: str,
         options: Options,
-        remote: Engine,
-        stand_in: bool,
+        remote: RemoteChoice,
         max_cost_usd: float | None,
     ) -> tuple[int, float | None]:
         """``plan``, then reserve the amount on the key now (a task that runs at once)."""
-        amount, cap = self.plan(key, protocol, options, remote, stand_in, max_cost_usd)
+        amount, cap = self.plan(key, protocol, options, remote, max_cost_usd)
         reservation = await self.store.api_keys.reserve(key.id, amount)
         if not reservation.granted:
             raise self.refused(key, amount, reservation.available_nano)
@@ -140,14 +140,11 @@ class TaskService:
 
     async def _create(self, key: ApiKey, body: TaskCreate, task_id: str) -> TaskRecord:
         options = body.options
-        protocol_options = options.protocol_options()
-        remote = self.pool.remote_for(options.remote_model)
-        stand_in = self.pool.stand_in and options.remote_model is None
+        protocol_options = with_privacy(options.protocol_options(), key, self.settings)
+        remote = self.pool.remote(options.remote_model)
         stored, inline = await self.documents.resolve(key, body.documents)
         # ``options`` is an ``Options``: unset fields hold the same defaults the run will use.
-        amount, cap = self.budgets.plan(
-            key, body.protocol, options, remote, stand_in, options.max_cost_usd
-        )
+        amount, cap = self.budgets.plan(key, body.protocol, options, remote, options.max_cost_usd)
         record = TaskRecord(
             id=task_id,
             key_id=key.id,
