@@ -5,14 +5,18 @@ over scripted engines and a real Redis."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from gateway_helpers import ADMIN_KEY, Gateway, auth
 from support.mi_engines import ScoringLocal, remote_planner
+from support.processes import CLI, free_port, process_env
 from test_gateway_tasks import task_body
 
 from analysis.evaluate import BenchReport, ProtocolSummary
@@ -324,3 +328,43 @@ async def test_workers_report_has_heartbeat_ages_and_the_study_queue(gw: Gateway
     assert report["studies_waiting"] == 0 and isinstance(report["study_consumers"], list)
     studies = await get(gw, "/v1/studies")
     assert studies["data"] == [] and {"gp", "ssm", "lora"} <= set(studies["available"])
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    """``minions-gw`` as its own process, while this loop keeps serving the gateway."""
+    process = await asyncio.create_subprocess_exec(
+        *CLI, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 120)
+    return int(process.returncode or 0), output.decode()
+
+
+async def test_bench_publish_stores_a_report_in_the_gateway(
+    make_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(bench_report(minions=0.7, remote_only=0.95)))
+    async with make_server() as (url, _app):
+        env = process_env(MGW_GATEWAY_URL=url, MGW_ADMIN_KEY=ADMIN_KEY)
+        code, output = await run_cli("bench", "publish", str(report), env=env)
+        assert code == 0, output
+        runs = await _runs(url)
+        assert len(runs) == 1 and runs[0]["id"] in output and runs[0]["tasks"] == 20
+        # A wrong key, a broken report and a gateway that is not there: clear errors, exit 1.
+        code, output = await run_cli("bench", "publish", str(report), env=env | {
+            "MGW_ADMIN_KEY": "mgw_wrong"})  # fmt: skip
+        assert code == 1 and "refused the report (401)" in output
+        broken = tmp_path / "broken.json"
+        broken.write_text('{"dataset": "x"}')
+        code, output = await run_cli("bench", "publish", str(broken), env=env)
+        assert code == 1 and "(422)" in output and "protocols" in output
+        code, output = await run_cli("bench", "publish", str(report), env=env | {
+            "MGW_GATEWAY_URL": f"http://127.0.0.1:{free_port()}"})  # fmt: skip
+        assert code == 1 and "could not reach" in output
+        assert len(await _runs(url)) == 1  # nothing stored by the refused ones
+
+
+async def _runs(url: str) -> list[Any]:
+    async with httpx.AsyncClient(base_url=url) as client:
+        data: list[Any] = (await client.get("/v1/admin/bench-runs", headers=ADMIN)).json()["data"]
+        return data
