@@ -75,8 +75,16 @@ class DocumentService:
         except DocumentError as exc:
             raise _refusal(exc, "file") from None
         stored = await self.prepare(owner, document)
-        await self.store.documents.put(stored)
+        await self.store.documents.put(stored, ttl_s=self.settings.document_ttl_s)
         return stored
+
+    async def delete(self, owner: ApiKey, document_id: str) -> None:
+        """Delete a document now (its owner, or an admin). Tasks still queued with it fail
+        ("no longer stored"); finished ones keep their results."""
+        stored = await self.store.documents.get(document_id)
+        if stored is None or (stored.owner != owner.id and not owner.admin):
+            raise NotFound(f"no document {document_id!r}", param="document_id")
+        await self.store.documents.delete(document_id)
 
     async def resolve(
         self, owner: ApiKey, inputs: Sequence[DocumentInput]
