@@ -177,6 +177,7 @@ class TaskService:
             raise self.budgets.refused(key, amount, admission.available_nano)
         # Used now: each document expires MGW_DOCUMENT_TTL_S after its last use.
         await self.store.documents.touch([doc.id for doc in stored], self.settings.document_ttl_s)
+        await self.store.documents.count_bytes(key.id, inline)
         return record
 
     async def get(self, key: ApiKey, task_id: str) -> TaskRecord:
