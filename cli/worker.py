@@ -6,7 +6,6 @@ import dataclasses
 import logging
 from typing import Annotated
 
-import redis.asyncio as aioredis
 import typer
 from redis.exceptions import RedisError
 
@@ -16,6 +15,7 @@ from cli.common import (
     console,
     fail,
     load_settings,
+    redis_client_for,
     redis_url_for,
     run_async,
 )
@@ -38,7 +38,9 @@ def worker(
     model: Annotated[
         str | None, typer.Option(help="the model to serve; default MGW_LOCAL_MODEL")
     ] = None,
-    pool: Annotated[str, typer.Option(help="the job pool to serve")] = "default",
+    pool: Annotated[
+        str, typer.Option(envvar="MGW_WORKER_POOL", help="the job pool to serve")
+    ] = "default",
     batch: Annotated[
         int | None,
         typer.Option(
@@ -85,7 +87,7 @@ def worker(
     )
 
     async def serve() -> None:
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        client = redis_client_for(settings, url)
         try:
             try:
                 await client.ping()

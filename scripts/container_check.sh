@@ -49,8 +49,11 @@ bootstrap_base() {
 # The machine's pip configuration (local wheel folders and indexes beside PyPI) is lent to the
 # build steps, so the CPU torch build (`+cpu`, not on PyPI) resolves here as it does on a machine
 # that reaches the PyTorch index the Dockerfiles name.
+# Its CA bundle goes along too: where PyPI is reached through a TLS-inspecting proxy, the base
+# image's own bundle does not trust it.
 pip_mounts=()
-for path in /etc/pip.conf /etc/xdg/pip /opt/wheels /opt/pypi /opt/pypi-more; do
+for path in /etc/pip.conf /etc/xdg/pip /opt/wheels /opt/pypi /opt/pypi-more \
+  /etc/ssl/certs/ca-certificates.crt; do
   [ -e "$path" ] && pip_mounts+=(--volume "$path:$path:ro")
 done
 local_index=""

