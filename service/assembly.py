@@ -19,6 +19,7 @@ from service.pool import EnginePool
 from service.runner import InProcessRunner
 from service.settings import Settings
 from service.store import Store
+from service.store.tasks import ReplicaWait
 
 
 @dataclass
@@ -67,6 +68,9 @@ async def open_core(
                 event_stream_maxlen=settings.event_stream_maxlen,
                 sentinels=settings.sentinel_addresses(),
                 sentinel_master=settings.redis_sentinel_master,
+                replica_wait=ReplicaWait(
+                    settings.submit_wait_replicas, settings.submit_wait_timeout_ms
+                ),
             )
         )
     pool: EnginePool | None = None

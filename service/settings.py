@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     max_queued_tasks: Annotated[int, Field(gt=0)] = Field(
         default=10_000, description="POST /v1/tasks answers 429 while this many tasks wait"
     )
+    submit_wait_replicas: Annotated[int, Field(ge=0, le=16)] = Field(
+        default=0,
+        description="POST /v1/tasks answers 202 only once this many Redis replicas have the "
+        "task (WAIT; docs/deploy.md): 1 with Sentinel, so a failover loses no acknowledged task",
+    )
+    submit_wait_timeout_ms: Annotated[int, Field(gt=0, le=60_000)] = Field(
+        default=1000, description="how long a submit waits for those replicas at most"
+    )
     queue_full_retry_after_s: Annotated[int, Field(gt=0)] = 5
     local_pool: str | None = Field(
         default=None,

@@ -13,7 +13,14 @@ from service.store.connection import EmbeddedRedis, client_for
 from service.store.documents import DocumentStore, StoredDocument
 from service.store.events import Event, EventStore
 from service.store.multiplexed import MultiplexedConnection
-from service.store.tasks import TERMINAL, TaskRecord, TaskStore, new_task_id
+from service.store.tasks import (
+    NO_REPLICA_WAIT,
+    TERMINAL,
+    ReplicaWait,
+    TaskRecord,
+    TaskStore,
+    new_task_id,
+)
 from service.store.usage import UsageStore
 
 logger = logging.getLogger(__name__)
@@ -30,12 +37,13 @@ class Store:
         *,
         embedded: EmbeddedRedis | None = None,
         event_stream_maxlen: int = 10_000,
+        replica_wait: ReplicaWait = NO_REPLICA_WAIT,
     ) -> None:
         self.redis = redis
         self.embedded = embedded
         self.multiplexed = MultiplexedConnection.for_client(redis)
         self.api_keys = ApiKeyStore(redis, self.multiplexed)
-        self.tasks = TaskStore(redis, self.multiplexed)
+        self.tasks = TaskStore(redis, self.multiplexed, replica_wait=replica_wait)
         self.documents = DocumentStore(redis)
         self.events = EventStore(redis, maxlen=event_stream_maxlen)
         self.usage = UsageStore(redis)
@@ -49,6 +57,7 @@ class Store:
         event_stream_maxlen: int = 10_000,
         sentinels: list[tuple[str, int]] | None = None,
         sentinel_master: str = "mymaster",
+        replica_wait: ReplicaWait = NO_REPLICA_WAIT,
     ) -> Store:
         """An external Redis at ``redis_url`` (or the primary of ``sentinels``), or the embedded
         server in ``data_dir/redis``."""
@@ -56,7 +65,7 @@ class Store:
             client = client_for(
                 redis_url or "redis://", sentinels=sentinels, sentinel_master=sentinel_master
             )
-            return cls(client, event_stream_maxlen=event_stream_maxlen)
+            return cls(client, event_stream_maxlen=event_stream_maxlen, replica_wait=replica_wait)
         embedded = EmbeddedRedis(data_dir / "redis")
         return cls(
             client_for(embedded.url), embedded=embedded, event_stream_maxlen=event_stream_maxlen

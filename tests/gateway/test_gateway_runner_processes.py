@@ -9,14 +9,13 @@ import dataclasses
 import json
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from gateway_helpers import ADMIN_KEY, CODE_DOC, auth, scripted_engines
-from support.openai_server import FaultPlan, build_app, serve_in_thread
+from gateway_helpers import ADMIN_KEY, CODE_DOC, auth
 from support.paths import MODEL_CACHE_DIR
 from support.processes import Process, Processes, free_port, process_env
 from support.redis_queue import TEST_TIMING, wait_for_workers, wait_until
@@ -36,23 +35,6 @@ MINIONS = {
     "documents": [{"text": CODE_DOC}],
     "options": {"chunking": "pages", "max_cost_usd": 0.5},
 }
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    started = Processes(tmp_path)
-    yield started
-    started.close()
-
-
-@pytest.fixture
-def remote() -> Iterator[tuple[str, ScriptedEngine]]:
-    """A real OpenAI-compatible server on 127.0.0.1 over the scripted remote; its engine records
-    every call it answered."""
-    engine = scripted_engines(hang_on=None).remote
-    assert isinstance(engine, ScriptedEngine)
-    with serve_in_thread(build_app(engine, FaultPlan())) as url:
-        yield f"{url}/v1", engine
 
 
 def gateway_env(redis_url: str, remote_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -100,6 +82,12 @@ async def holder_of(store: Store, task_id: str) -> str | None:
 def pid_of(consumer: str) -> int:
     # Runner names are ``runner-<host>-<pid>-<random>``.
     return int(consumer.rsplit("-", 2)[1])
+
+
+def proc_view(pid: int) -> tuple[str, str]:
+    """A process's memory maps and its children's pids (Linux /proc)."""
+    proc = Path("/proc") / str(pid)
+    return (proc / "maps").read_text(), (proc / "task" / str(pid) / "children").read_text().strip()
 
 
 async def final(store: Store, task_id: str, timeout_s: float = 90.0) -> Any:
@@ -401,6 +389,6 @@ async def test_tasks_submitted_before_the_pool_has_a_worker_wait_and_succeed(
         assert record.status == "succeeded", record.error
         assert record.result["answer"] == "4817"
     # No model in the gateway: vLLM's native code never mapped, no engine-core child process.
-    maps = Path(f"/proc/{gateway.pid}/maps").read_text()
+    maps, children = proc_view(gateway.pid)
     assert "/vllm/" not in maps
-    assert Path(f"/proc/{gateway.pid}/task/{gateway.pid}/children").read_text().strip() == ""
+    assert children == ""
