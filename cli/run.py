@@ -11,16 +11,11 @@ import typer
 from rich.table import Table
 
 from cli.common import console, fail, load_settings, run_async
-from protocols import Options, Result, Task, build_protocol
+from protocols import PROTOCOLS, Options, Result, Task, build_protocol
 from protocols.documents import load_document
 from service.engines import build_engine_set
 
-
-class ProtocolChoice(StrEnum):
-    minion = "minion"
-    minions = "minions"
-    local_only = "local_only"
-    remote_only = "remote_only"
+ProtocolChoice = StrEnum("ProtocolChoice", {name: name for name in PROTOCOLS})  # type: ignore[misc]
 
 
 def run(
@@ -62,11 +57,13 @@ def run(
     result = run_async(go())
     if json_output:
         console.print_json(result.model_dump_json())
-        return
-    console.print(result.answer, highlight=False, markup=False)
-    console.print(usage_table(result))
-    for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    else:
+        console.print(result.answer, highlight=False, markup=False)
+        console.print(usage_table(result))
+        for warning in result.warnings:
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if result.error is not None:
+        fail(f"the run failed: {result.error}")
 
 
 def usage_table(result: Result) -> Table:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from engines.base import Engine, GenerationRequest, GenerationResult
+from engines.errors import EngineError
 from engines.prices import PriceTable
 from engines.usage import Usage
 from protocols.result import CallRecord, TokenCounts
@@ -21,6 +22,7 @@ from protocols.result import CallRecord, TokenCounts
 logger = logging.getLogger(__name__)
 
 Side = Literal["local", "remote"]
+T = TypeVar("T")
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
@@ -51,29 +53,33 @@ class Recorder:
         self, side: Side, purpose: str, requests: Sequence[GenerationRequest], *, round: int
     ) -> list[GenerationResult]:
         engine = self.engines[side]
-        started = time.perf_counter()
-        results = await engine.generate(requests)
-        seconds = time.perf_counter() - started
-        if len(results) != len(requests):
-            raise RuntimeError(
-                f"{side} engine returned {len(results)} results for {len(requests)} requests"
-            )
+        results, seconds = await _timed(side, engine.generate(requests), len(requests))
         if side == "local":
             self._record(side, purpose, round, engine.model, results, seconds)
         else:
             # One record per remote request, each with its share of the batch's wall time, priced
-            # by the model that answered (a dated snapshot has its own price entry).
+            # as the model asked for: the name in a reply is the provider's word, and a renamed
+            # deployment must not make a call free (it is recorded beside the price's model).
             for result in results:
                 record = self._record(
-                    side,
-                    purpose,
-                    round,
-                    result.model or engine.model,
-                    [result],
-                    seconds / len(results),
+                    side, purpose, round, engine.model, [result], seconds / len(results)
                 )
+                if result.model and result.model != engine.model:
+                    record.reply_model = result.model
                 await self.events.emit("remote_call", record.model_dump())
         return results
+
+    async def generate_settled(
+        self, side: Side, purpose: str, requests: Sequence[GenerationRequest], *, round: int
+    ) -> list[GenerationResult | EngineError | ValueError]:
+        """Like ``generate`` for the local side, but a request that fails yields its error in its
+        place and fails alone; the batch's record counts it with finish reason ``error``."""
+        engine = self.engines[side]
+        outcomes, seconds = await _timed(side, engine.generate_settled(requests), len(requests))
+        results = [outcome for outcome in outcomes if isinstance(outcome, GenerationResult)]
+        failed = len(outcomes) - len(results)
+        self._record(side, purpose, round, engine.model, results, seconds, failed=failed)
+        return outcomes
 
     async def generate_one(
         self, side: Side, purpose: str, request: GenerationRequest, *, round: int
@@ -88,6 +94,7 @@ class Recorder:
         model: str,
         results: Sequence[GenerationResult],
         seconds: float,
+        failed: int = 0,
     ) -> CallRecord:
         usage = Usage.sum([result.usage for result in results])
         record = CallRecord(
@@ -95,11 +102,11 @@ class Recorder:
             purpose=purpose,
             round=round,
             model=model,
-            requests=len(results),
+            requests=len(results) + failed,
             usage=TokenCounts.of(usage),
             seconds=seconds,
             cost_usd=self.prices.cost(model, usage),
-            finish_reasons=[result.finish_reason for result in results],
+            finish_reasons=[str(result.finish_reason) for result in results] + ["error"] * failed,
         )
         self.calls.append(record)
         return record
@@ -118,3 +125,13 @@ class Recorder:
 
     def requests(self, side: Side) -> int:
         return sum(call.requests for call in self.records(side))
+
+
+async def _timed(side: Side, call: Awaitable[list[T]], expected: int) -> tuple[list[T], float]:
+    """``call``'s answers and the seconds it took; one answer per request, or a RuntimeError."""
+    started = time.perf_counter()
+    answers = await call
+    seconds = time.perf_counter() - started
+    if len(answers) != expected:
+        raise RuntimeError(f"{side} engine returned {len(answers)} answers for {expected} requests")
+    return answers, seconds

@@ -7,14 +7,16 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast, get_args
 
 from engines.base import Engine, GenerationRequest, GenerationResult
 from engines.errors import EngineError
 from engines.prices import PriceTable
 from protocols.accounting import Events, EventSink, Recorder
 from protocols.chunking import Chunk, chunk_documents, fit_chunk_tokens
+from protocols.privacy.config import PrivacyConfig
 from protocols.result import (
     CostReport,
     DocumentStats,
@@ -25,7 +27,10 @@ from protocols.result import (
     TokenCounts,
     UsageReport,
 )
-from protocols.task import Document, Options, Task
+from protocols.task import ChunkingStrategy, Document, Options, Task
+
+if TYPE_CHECKING:
+    from protocols.privacy.pseudonymizer import Pseudonymizer
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +43,21 @@ _MAX_CHARS_PER_TOKEN = 16
 
 class ContextOverflowError(ValueError):
     """The prompt does not fit the engine's context window."""
+
+
+class ProtocolFailed(Exception):
+    """A protocol cannot go on (its local model failed where nothing can stand in for it): the
+    run ends with a failed Result that keeps the usage spent so far."""
+
+
+def summarize_errors(errors: list[EngineError | ValueError]) -> str:
+    """Distinct error messages with their counts, the commonest first (at most three)."""
+    counts: dict[str, int] = {}
+    for error in errors:
+        counts[str(error)] = counts.get(str(error), 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: -item[1])
+    text = "; ".join(f"{message} (x{n})" if n > 1 else message for message, n in ranked[:3])
+    return text + (f"; and {len(ranked) - 3} other errors" if len(ranked) > 3 else "")
 
 
 @dataclass
@@ -53,6 +73,7 @@ class RunState:
     compressions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     stats: DocumentStats | None = None
+    privacy: Pseudonymizer | None = None
 
     def warn(self, message: str) -> None:
         logger.warning("%s", message)
@@ -69,6 +90,20 @@ class Protocol(ABC):
     tasks with ``await protocol.run(task)``."""
 
     name: ClassVar[ProtocolName]
+    # Whether the documents themselves go to the remote (remote_only): privacy mode says so.
+    sends_documents: ClassVar[bool] = False
+    # Whether the local side sends the remote compressions of the documents (what the mutual
+    # information of a run is estimated over).
+    sends_compressions: ClassVar[bool] = False
+    # The option that bounds the answer's length (a chat request's ``max_tokens`` sets it), or
+    # None when the answer comes out of a JSON decision.
+    answer_limit_option: ClassVar[str | None] = None
+
+    @classmethod
+    @abstractmethod
+    def max_remote_calls(cls, options: Options) -> int:
+        """The most remote calls one run with ``options`` makes, retries included: the budget
+        reserves this many worst-case calls before the task runs."""
 
     def __init__(
         self,
@@ -77,36 +112,67 @@ class Protocol(ABC):
         prices: PriceTable,
         *,
         remote_stand_in: bool | None = None,
+        privacy_config: PrivacyConfig | None = None,
         **config: Any,
     ) -> None:
         self.local = local
         self.remote = remote
         self.prices = prices
+        self.privacy_config = privacy_config
         self.remote_stand_in = remote is local if remote_stand_in is None else remote_stand_in
         self.options = Options(**config)  # unknown or invalid config: ValueError naming the field
 
     async def run(self, task: Task, events: EventSink | None = None) -> Result:
         if not isinstance(task, Task):
             task = Task.model_validate(task)
+        options = self.options.merged(task.options)
+        privacy = await self._pseudonymizer(options)
+        # Privacy mode's one seam: the remote, as every protocol reaches it (through the
+        # Recorder), pseudonymizes what goes out and restores what comes back.
+        remote = self.remote if privacy is None else _private(self.remote, privacy)
         state = RunState(
             task=task,
-            options=self.options.merged(task.options),
-            recorder=Recorder(self.local, self.remote, self.prices, Events(events)),
+            options=options,
+            recorder=Recorder(self.local, remote, self.prices, Events(events)),
             events=Events(events),
+            privacy=privacy,
         )
         state.stats = DocumentStats(documents=len(task.documents), pages=task.page_count)
-        answer = await self._run(state)
-        result = self._result(state, answer)
+        error: str | None = None
+        try:
+            answer = await self._run(state)
+        except ProtocolFailed as failed:
+            answer, error = "", str(failed)
+            state.warn(f"the run failed: {error}")
+        result = self._result(state, answer, error)
         await state.events.emit(
             "final",
             {
                 "answer": result.answer,
+                "error": result.error,
                 "usage": result.usage.model_dump(exclude={"remote_calls", "local_calls"}),
                 "cost_usd": result.cost_usd.model_dump(),
                 "warnings": result.warnings,
             },
         )
         return result
+
+    async def _pseudonymizer(self, options: Options) -> Pseudonymizer | None:
+        if options.privacy != "pseudonymize":
+            return None
+        # Imported here: Presidio and spaCy take seconds to import and load, and most tasks
+        # never need them. The detector is built once per process, off the event loop.
+        from protocols.privacy.detector import shared_detector
+        from protocols.privacy.pseudonymizer import Pseudonymizer
+
+        detector = await asyncio.to_thread(shared_detector, self.privacy_config)
+        pseudonymizer = Pseudonymizer(detector)
+        if self.sends_documents:
+            pseudonymizer.notes.append(
+                f"{self.name}: the whole document was pseudonymized before it was sent to the "
+                "remote"
+            )
+        return pseudonymizer
 
     @abstractmethod
     async def _run(self, state: RunState) -> str:
@@ -127,6 +193,7 @@ class Protocol(ABC):
                 f"chunk_tokens lowered from {options.chunk_tokens} to {size} to fit the local "
                 f"context window ({self.local.context_window} tokens)"
             )
+        overlap = min(options.chunk_overlap, size // 2)
         # Tokenizing megabytes takes seconds: off the event loop, so a gateway keeps serving.
         chunks = await asyncio.to_thread(
             chunk_documents,
@@ -134,38 +201,40 @@ class Protocol(ABC):
             count_tokens=self.local.count_tokens,
             strategy=options.chunking,
             chunk_tokens=size,
-            overlap_tokens=min(options.chunk_overlap, size // 2),
+            overlap_tokens=overlap,
         )
         state.stats = DocumentStats(
             documents=len(state.task.documents),
             pages=state.task.page_count,
             chunks=len(chunks),
             chunk_tokens=size,
+            chunk_overlap=overlap,
             chunking=options.chunking,
         )
         return chunks
 
     async def local_batches(
         self, state: RunState, purpose: str, requests: list[GenerationRequest], *, round: int
-    ) -> list[GenerationResult | None]:
-        """Run local requests in batches of ``job_concurrency``, in order. A batch the engine
-        fails on yields ``None`` for each of its requests (the caller counts them as dropped):
-        one failed batch must not sink the round."""
-        results: list[GenerationResult | None] = []
+    ) -> list[GenerationResult | EngineError | ValueError]:
+        """Run local requests in batches of ``job_concurrency``, in order. A request the engine
+        fails on yields its error in its place (the caller counts that job as dropped): one failed
+        request fails only its job, and the others' results are kept."""
+        outcomes: list[GenerationResult | EngineError | ValueError] = []
         size = state.options.job_concurrency
         for start in range(0, len(requests), size):
             batch = requests[start : start + size]
-            try:
-                results.extend(await state.recorder.generate("local", purpose, batch, round=round))
-            except (EngineError, ValueError) as exc:  # ValueError: vLLM rejects a too-long prompt
+            settled = await state.recorder.generate_settled("local", purpose, batch, round=round)
+            failures = [outcome for outcome in settled if isinstance(outcome, Exception)]
+            if failures:
                 state.warn(
-                    f"round {round}: the local engine failed on {len(batch)} requests: {exc}"
+                    f"round {round}: the local engine failed on {len(failures)} of {len(batch)} "
+                    f"requests: {summarize_errors(failures)}"
                 )
-                results.extend([None] * len(batch))
+            outcomes.extend(settled)
             await state.events.emit(
-                "jobs_progress", {"round": round, "done": len(results), "total": len(requests)}
+                "jobs_progress", {"round": round, "done": len(outcomes), "total": len(requests)}
             )
-        return results
+        return outcomes
 
     @staticmethod
     def fits(engine: Engine, text: str, reply_tokens: int) -> bool:
@@ -175,7 +244,7 @@ class Protocol(ABC):
             return False
         return engine.count_tokens(text) <= budget
 
-    def _result(self, state: RunState, answer: str) -> Result:
+    def _result(self, state: RunState, answer: str, error: str | None = None) -> Result:
         recorder = state.recorder
         remote_priced = self.prices.has_price(self.remote.model)
         remote_calls = recorder.records("remote")
@@ -189,10 +258,17 @@ class Protocol(ABC):
                 f"remote model {self.remote.model!r} has no price in the price table; "
                 "its cost is reported as 0"
             )
+        renamed = sorted({call.reply_model for call in remote_calls if call.reply_model})
+        if renamed and not self.remote_stand_in:
+            state.warn(
+                f"the remote's replies named model(s) {', '.join(renamed)} while "
+                f"{self.remote.model!r} was asked for; each call is priced as the model asked for"
+            )
         remote_cost = recorder.cost("remote")
         local_cost = recorder.cost("local")
         return Result(
             answer=answer.strip(),
+            error=error,
             protocol=self.name,
             local_model=self.local.model,
             remote_model=self.remote.model,
@@ -220,7 +296,39 @@ class Protocol(ABC):
             compressions=state.compressions,
             warnings=state.warnings,
             stats=state.stats or DocumentStats(documents=0, pages=0),
+            privacy=state.privacy.report() if state.privacy else None,
         )
+
+
+def run_chunks(
+    stats: DocumentStats, documents: Sequence[Document], count_tokens: Callable[[str], int]
+) -> list[Chunk]:
+    """The chunks a run read, rebuilt from its documents with the run's own chunking (``stats``)
+    and the local engine's ``count_tokens``; ValueError when they cannot be (other documents,
+    tokenizer or chunking). CPU-heavy for long documents: call it off the event loop."""
+    if stats.chunks == 0:
+        return []
+    if stats.chunking not in get_args(ChunkingStrategy) or stats.chunk_tokens < 1:
+        raise ValueError(f"stats: the run's chunking ({stats.chunking!r}) cannot be rebuilt")
+    chunks = chunk_documents(
+        documents,
+        count_tokens=count_tokens,
+        strategy=cast("ChunkingStrategy", stats.chunking),
+        chunk_tokens=stats.chunk_tokens,
+        overlap_tokens=stats.chunk_overlap,
+    )
+    if len(chunks) != stats.chunks:
+        raise ValueError(
+            f"chunks: rebuilt {len(chunks)} chunks but the run had {stats.chunks} (different "
+            "documents, tokenizer or chunking options)"
+        )
+    return chunks
+
+
+def _private(remote: Engine, pseudonymizer: Pseudonymizer) -> Engine:
+    from protocols.privacy.engine import PrivateEngine
+
+    return PrivateEngine(remote, pseudonymizer)
 
 
 def render_documents(documents: tuple[Document, ...] | list[Document]) -> str:

@@ -8,6 +8,7 @@ from protocols import prompts
 from protocols.base import (
     CHAT_TEMPLATE_MARGIN,
     Protocol,
+    ProtocolFailed,
     RunState,
     chunk_source,
     neutralize,
@@ -16,6 +17,7 @@ from protocols.base import (
 )
 from protocols.plans import is_empty_answer
 from protocols.result import LocalOutput, RoundRecord
+from protocols.task import Options
 
 NOTHING_FOUND = "The documents do not appear to contain the answer."
 _MAX_REDUCE_LEVELS = 8
@@ -23,6 +25,11 @@ _MAX_REDUCE_LEVELS = 8
 
 class LocalOnly(Protocol):
     name = "local_only"
+    answer_limit_option = "local_max_tokens"
+
+    @classmethod
+    def max_remote_calls(cls, options: Options) -> int:
+        return 0
 
     async def _run(self, state: RunState) -> str:
         task, options = state.task, state.options
@@ -73,7 +80,7 @@ class LocalOnly(Protocol):
         results = await self.local_batches(state, "map", requests, round=1)
         notes = []
         for chunk, result in zip(chunks, results, strict=True):
-            text = "" if result is None else result.text.strip()
+            text = "" if isinstance(result, Exception) else result.text.strip()
             if text and not is_empty_answer(text):
                 record.local_outputs.append(LocalOutput(chunk_id=chunk.id, answer=text))
                 notes.append(f"[{chunk_source(chunk)}] {text}")
@@ -101,11 +108,15 @@ class LocalOnly(Protocol):
             results = await self.local_batches(
                 state, "combine", [self._request(state, p) for p in prompts_], round=1
             )
-            notes = [self._clip(r.text.strip(), budget // 2) for r in results if r is not None]
+            notes = [
+                self._clip(r.text.strip(), budget // 2)
+                for r in results
+                if not isinstance(r, Exception)
+            ]
             if len(notes) <= 1:
                 break
         if not notes:
-            raise RuntimeError("the local engine failed to combine the notes")
+            raise ProtocolFailed("the local engine failed to combine the notes")
         return notes[0]
 
     def _groups(self, notes: list[str], budget: int) -> list[list[str]]:

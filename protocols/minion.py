@@ -9,16 +9,19 @@ from protocols import prompts
 from protocols.base import (
     CHAT_TEMPLATE_MARGIN,
     Protocol,
+    ProtocolFailed,
     RunState,
     chunk_source,
     neutralize,
     render_documents,
     render_metadata,
+    summarize_errors,
 )
 from protocols.chunking import Chunk
 from protocols.plans import ChatDecision, FinalChatDecision, is_empty_answer
-from protocols.result import LocalOutput, RemoteMessage, RoundRecord
+from protocols.result import Crossing, LocalOutput, RemoteMessage, RoundRecord
 from protocols.structured import ask_json, salvage_answer
+from protocols.task import Options
 
 # Room kept in every local prompt for the remote's message; longer messages are clipped to it.
 MESSAGE_TOKENS = 512
@@ -27,6 +30,12 @@ NOTHING_FOUND = "NONE: nothing in the documents answers this."
 
 class Minion(Protocol):
     name = "minion"
+    sends_compressions = True
+
+    @classmethod
+    def max_remote_calls(cls, options: Options) -> int:
+        # The opening message, then one JSON decision a round, each retried when invalid.
+        return 1 + options.max_rounds * (1 + options.json_retries)
 
     async def _run(self, state: RunState) -> str:
         options = state.options
@@ -72,6 +81,11 @@ class Minion(Protocol):
             record.remote_messages.append(RemoteMessage(purpose=message_purpose, text=message))
             reply = await self._local_reply(state, record, local_system, chunks, message)
             state.compressions.append(reply)
+            record.crossed = [
+                Crossing(chunk_id=output.chunk_id, text=output.answer, query=message)
+                for output in record.local_outputs
+                if output.answer and output.answer.strip() and output.answer in reply
+            ]
             note = (
                 "This is the last round: give the final answer now, from what you know."
                 if last
@@ -128,7 +142,10 @@ class Minion(Protocol):
                 temperature=options.temperature,
                 seed=options.seed,
             )
-            result = await state.recorder.generate_one("local", "chat", request, round=record.round)
+            (outcome,) = await self.local_batches(state, "chat", [request], round=record.round)
+            if isinstance(outcome, Exception):
+                raise ProtocolFailed(f"round {record.round}: the local model failed: {outcome}")
+            result = outcome
             if result.finish_reason == "length":
                 state.warn(f"round {record.round}: the local reply was cut off")
             record.local_outputs.append(LocalOutput(answer=result.text.strip()))
@@ -148,9 +165,15 @@ class Minion(Protocol):
             for chunk in chunks
         ]
         results = await self.local_batches(state, "chat", requests, round=record.round)
+        failures = [outcome for outcome in results if isinstance(outcome, Exception)]
+        if failures and len(failures) == len(results):
+            raise ProtocolFailed(
+                f"round {record.round}: the local model failed on every chunk: "
+                f"{summarize_errors(failures)}"
+            )
         parts = []
         for chunk, chunk_result in zip(chunks, results, strict=True):
-            text = "" if chunk_result is None else chunk_result.text.strip()
+            text = "" if isinstance(chunk_result, Exception) else chunk_result.text.strip()
             if not text or is_empty_answer(text):
                 continue
             record.local_outputs.append(LocalOutput(chunk_id=chunk.id, answer=text))

@@ -12,11 +12,19 @@ from engines.base import ChatMessage
 from protocols import prompts
 from protocols.base import CHAT_TEMPLATE_MARGIN, Protocol, RunState, render_metadata
 from protocols.chunking import Chunk
-from protocols.jobs import build_jobs, findings_lines, fit_lines, judge, select_chunks
+from protocols.jobs import (
+    build_jobs,
+    crossings,
+    findings_lines,
+    fit_lines,
+    judge,
+    select_chunks,
+)
 from protocols.plans import AggregateDecision, FinalAggregateDecision, JobPlan, job_plan_schema
 from protocols.result import LocalOutput, RemoteMessage, RoundRecord
 from protocols.retrieval import ChunkRetriever
 from protocols.structured import ask_json, salvage_answer
+from protocols.task import Options
 
 # Tokens kept free in a job prompt for the task and advice text (the plan caps each at 1000
 # characters; the job is dropped as too long if they still do not fit).
@@ -25,6 +33,12 @@ TASK_TOKENS_RESERVE = 300
 
 class MinionS(Protocol):
     name = "minions"
+    sends_compressions = True
+
+    @classmethod
+    def max_remote_calls(cls, options: Options) -> int:
+        # A plan and an aggregation a round, each retried when invalid.
+        return options.max_rounds * 2 * (1 + options.json_retries)
 
     async def _run(self, state: RunState) -> str:
         options = state.options
@@ -42,7 +56,7 @@ class MinionS(Protocol):
             await state.events.emit("round_started", {"round": number, "last": last})
             plan = await self._plan(state, record, chunks, scratchpad, feedback)
             outputs = await self._execute(state, record, plan, chunks, retriever)
-            findings = self._findings(state, plan, outputs, chunks, scratchpad, last)
+            findings = self._findings(state, record, plan, outputs, chunks, scratchpad, last)
             state.compressions.append(findings)
             reply = await ask_json(
                 state.recorder,
@@ -133,7 +147,7 @@ class MinionS(Protocol):
         retriever: Callable[[], ChunkRetriever],
     ) -> list[LocalOutput]:
         selected, warnings = select_chunks(plan, chunks, retriever)
-        batch = build_jobs(plan, chunks, selected, state.options, self.local)
+        batch = build_jobs(plan, chunks, selected, state.options, self.local, retriever)
         for warning in warnings + batch.warnings:
             state.warn(f"round {record.round}: {warning}")
         results = await self.local_batches(state, "job", batch.requests, round=record.round)
@@ -158,6 +172,7 @@ class MinionS(Protocol):
     def _findings(
         self,
         state: RunState,
+        record: RoundRecord,
         plan: JobPlan,
         outputs: list[LocalOutput],
         chunks: list[Chunk],
@@ -175,6 +190,7 @@ class MinionS(Protocol):
         text, left_out = fit_lines(lines, max(budget, 0), self.remote.count_tokens)
         if left_out:
             state.warn(f"{left_out} findings left out to fit the remote context window")
+        record.crossed = crossings(plan, outputs, text, state.task.question)
         return text
 
     def _aggregate_messages(

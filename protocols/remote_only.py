@@ -13,11 +13,17 @@ from protocols.base import (
     render_metadata,
 )
 from protocols.result import RemoteMessage
-from protocols.task import Task
+from protocols.task import Options, Task
 
 
 class RemoteOnly(Protocol):
     name = "remote_only"
+    sends_documents = True
+    answer_limit_option = "remote_max_tokens"
+
+    @classmethod
+    def max_remote_calls(cls, options: Options) -> int:
+        return 1
 
     @staticmethod
     def prompt(task: Task) -> str:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engines.usage import Usage
+from protocols.privacy.report import PrivacyReport
 
 ProtocolName = Literal["minion", "minions", "local_only", "remote_only"]
 PlanSource = Literal["remote", "fallback"]
@@ -36,7 +37,10 @@ class CallRecord(BaseModel):
     side: Literal["local", "remote"]
     purpose: str = Field(description="decompose, aggregate, chat, decide, answer, job, ...")
     round: int
-    model: str
+    model: str = Field(description="the model asked for, which prices the call")
+    reply_model: str | None = Field(
+        default=None, description="the model the reply named, when it named another one"
+    )
     requests: int = 1
     usage: TokenCounts
     seconds: float
@@ -78,9 +82,14 @@ class JobCounts(BaseModel):
     planned: int = Field(description="(task, chunk, sample) jobs the plan asked for")
     run: int = 0
     kept: int = 0
-    skipped: int = Field(default=0, description="planned but over max_jobs_per_round")
+    skipped: int = Field(
+        default=0,
+        description="planned but over the round's budget (max_jobs_per_round, "
+        "max_local_tokens_per_round)",
+    )
     dropped: dict[str, int] = Field(
-        default_factory=dict, description="by reason: no_answer, truncated, unparseable, ..."
+        default_factory=dict,
+        description="by reason: no_answer, truncated, unparseable, timeout, engine_error, ...",
     )
 
 
@@ -93,6 +102,16 @@ class LocalOutput(BaseModel):
     answer: str | None
     explanation: str = ""
     citation: str | None = None
+
+
+class Crossing(BaseModel):
+    """One text the local side wrote that crossed to the remote, and what it answered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chunk_id: int | None = Field(description="the chunk it was written from; null: the documents")
+    text: str = Field(description="the text as sent (without its location)")
+    query: str = Field(description="the job's task or the remote's message it answered")
 
 
 class RemoteMessage(BaseModel):
@@ -111,6 +130,9 @@ class RoundRecord(BaseModel):
     plan_source: PlanSource | None = None
     jobs: JobCounts | None = None
     local_outputs: list[LocalOutput] = Field(default_factory=list)
+    crossed: list[Crossing] = Field(
+        default_factory=list, description="local outputs as they crossed to the remote"
+    )
     decision: str | None = None
     scratchpad: str | None = None
     feedback: str | None = None
@@ -123,6 +145,7 @@ class DocumentStats(BaseModel):
     pages: int
     chunks: int = 0
     chunk_tokens: int = 0
+    chunk_overlap: int = 0
     chunking: str = ""
 
 
@@ -130,6 +153,11 @@ class Result(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     answer: str
+    error: str | None = Field(
+        default=None,
+        description="why the run failed (the local model failed where nothing could stand in); "
+        "the usage spent until then is still reported",
+    )
     protocol: ProtocolName
     local_model: str
     remote_model: str
@@ -141,3 +169,6 @@ class Result(BaseModel):
     compressions: list[str] = Field(description="texts the local side sent to the remote")
     warnings: list[str]
     stats: DocumentStats
+    privacy: PrivacyReport | None = Field(
+        default=None, description="privacy mode's audit trail; None when privacy is off"
+    )

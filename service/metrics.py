@@ -45,8 +45,21 @@ class Metrics:
         self.cost = Counter(
             "mgw_remote_cost_usd_total", "remote spend in USD", ["protocol"], registry=self.registry
         )
+        self.budget_overruns = Counter(
+            "mgw_budget_overruns_total",
+            "tasks billed more than their reservation (a provider reported more usage than the "
+            "worst case); the key's balance went negative",
+            ["protocol"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "mgw_queue_depth", "tasks waiting in the queue", registry=self.registry
+        )
+        self.pii_entities = Counter(
+            "mgw_pii_entities_total",
+            "identifying values privacy mode replaced before they reached a remote, by type",
+            ["type"],
+            registry=self.registry,
         )
         self.running = Gauge(
             "mgw_tasks_running", "tasks running in this process", registry=self.registry
@@ -80,6 +93,11 @@ class Metrics:
             (usage.remote.prompt_tokens, usage.remote.completion_tokens),
             result.cost_usd.remote,
         )
+
+    def privacy(self, result: Result) -> None:
+        if result.privacy is not None:
+            for entity, count in result.privacy.entities.items():
+                self.pii_entities.labels(entity).inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from protocols.task import MAX_QUESTION_CHARS, MetadataValue, Options
+from protocols.result import ProtocolName
+from protocols.task import MAX_QUESTION_CHARS, MetadataValue, Options, PrivacyMode
 
-ProtocolName = Literal["minion", "minions", "local_only", "remote_only"]
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -101,6 +101,11 @@ class TaskMI(BaseModel):
 
     status: MIStatus
     error: str | None = Field(default=None, description="why it was skipped or failed")
+    expires_at: float | None = Field(
+        default=None,
+        description="pending: when the estimate is due at the latest; past it, it is reported "
+        "as an error (the process scoring it died)",
+    )
     mi_nats: float | None = None
     mi_bits: float | None = None
     bits_per_token: float | None = None
@@ -121,6 +126,22 @@ class TaskMI(BaseModel):
     truncated_contexts: int | None = None
     seconds: float | None = Field(default=None, description="time spent scoring")
     finished_at: float | None = None
+
+
+class TaskBilling(BaseModel):
+    billed_usd: float = Field(
+        description="remote spend billed to the key for this task, over all its attempts"
+    )
+    reserved_usd: float = Field(description="what is still reserved for it (0 once it ended)")
+    budget_overrun: bool = Field(
+        description="the provider reported usage costing more than the task's reservation; it "
+        "was billed as reported and the key's balance may be negative"
+    )
+    reply_models: list[str] = Field(
+        default_factory=list,
+        description="models the remote's replies named instead of the one asked for (calls are "
+        "priced as the model asked for)",
+    )
 
 
 class TaskView(BaseModel):
@@ -145,6 +166,10 @@ class TaskView(BaseModel):
         description="minion/minions: I(X;Z) of what the local model sent to the remote, scored "
         "in the background after the task succeeded (status 'pending' until then)",
     )
+    billing: TaskBilling
+    warnings: list[str] = Field(
+        default_factory=list, description="``budget_overrun: ...`` when the task overran"
+    )
 
 
 class TaskList(BaseModel):
@@ -168,6 +193,11 @@ class KeyCreate(BaseModel):
     admin: bool = False
     budget_usd: float | None = Field(default=None, ge=0, le=1_000_000)
     rate_limit_per_minute: int | None = Field(default=None, gt=0, le=1_000_000)
+    privacy: PrivacyMode | None = Field(
+        default=None,
+        description="the key's tasks' privacy mode when they do not choose (MGW_PRIVACY_DEFAULT "
+        "when unset)",
+    )
 
 
 class KeyView(BaseModel):
@@ -179,6 +209,7 @@ class KeyView(BaseModel):
     reserved_usd: float
     rate_limit_per_minute: int
     created_at: float
+    privacy: PrivacyMode | None = None
 
 
 class KeyCreated(KeyView):
@@ -192,7 +223,10 @@ class KeyList(BaseModel):
 
 class UsageReport(BaseModel):
     by: Literal["key", "protocol", "day"]
-    data: dict[str, dict[str, float]]
+    data: dict[str, dict[str, float | None]] = Field(
+        description="counters per value; savings_factor is null when no task had a priced "
+        "remote-only baseline"
+    )
 
 
 class PoolView(BaseModel):
@@ -209,6 +243,11 @@ class WorkersReport(BaseModel):
     local_pool: str | None = Field(description="the pool this gateway's local calls go to")
     tasks_waiting: int
     pools: list[PoolView]
+    studies_waiting: int = Field(default=0, description="studies queued, not yet taken")
+    study_consumers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="consumers of the study queue: name, studies held, seconds since last read",
+    )
 
 
 class Health(BaseModel):

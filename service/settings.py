@@ -6,7 +6,7 @@ One ``Settings`` object is built at the edge (CLI, app factory) and passed down 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +15,10 @@ from analysis.studies import study_registry
 from engines.base import EngineSpec
 from engines.bundled_model import BUNDLED_MODEL
 from engines.prices import PriceTable
+from protocols.documents import pdf_limits
+from protocols.pdf_sandbox import PdfLimits
+from protocols.privacy.config import PrivacyConfig
+from protocols.task import PrivacyMode
 
 
 def _default_data_dir() -> Path:
@@ -40,6 +44,27 @@ class Settings(BaseSettings):
     local_max_num_seqs: Annotated[int, Field(gt=0)] = 64
     local_tensor_parallel_size: Annotated[int, Field(gt=0, le=64)] = Field(
         default=1, description="GPUs one vLLM engine spreads the model over (tensor parallelism)"
+    )
+    # A local OpenAI-compatible server (MGW_LOCAL_ENGINE=openai): see engines/local_server_engine.
+    local_max_concurrency: Annotated[int | None, Field(gt=0, le=1024)] = Field(
+        default=None,
+        description="requests in flight to the local server; default: its slots (llama.cpp "
+        "/props), else its family's default (vLLM 64, Ollama/LM Studio/unknown 1)",
+    )
+    local_stall_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=120.0,
+        description="a local request is timed out only when nothing arrives for this long",
+    )
+    local_deadline_s: Annotated[float, Field(gt=0)] = Field(
+        default=1800.0, description="the most one local request may take, however steady"
+    )
+    local_max_retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        default=3, description="retries of a local request on connection errors and 5xx/429"
+    )
+    local_tokenizer: str | None = Field(
+        default=None,
+        description="tokenizer (Hugging Face id in the local cache, or a path) for exact token "
+        "counts when the local server has no tokenize endpoint (Ollama, LM Studio)",
     )
 
     # The remote engine. Unset, the local engine stands in for it, and every response says so.
@@ -136,6 +161,32 @@ class Settings(BaseSettings):
         '(JSON: {"mine": "my_pkg.my_study"}); give workers the same value',
     )
     event_stream_maxlen: Annotated[int, Field(gt=0)] = 10_000
+    task_ttl_s: Annotated[int, Field(gt=0)] = Field(
+        default=7 * 24 * 3600,
+        description="a finished task's record and event stream are deleted this long after it "
+        "ended (DELETE /v1/tasks/{id}?purge=true deletes them at once)",
+    )
+    document_ttl_s: Annotated[int, Field(gt=0)] = Field(
+        default=7 * 24 * 3600,
+        description="a stored document is deleted when no task has used it for this long "
+        "(DELETE /v1/documents/{id} deletes it at once)",
+    )
+    pdf_parse_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0,
+        description="wall-clock budget to extract one PDF's text (a child process, killed past "
+        "it or when the client leaves); over it the document is refused with 413",
+    )
+    pdf_parse_workers: Annotated[int, Field(gt=0, le=64)] = Field(
+        default=2, description="PDFs parsed at once by one gateway process"
+    )
+    pdf_parse_memory_mb: Annotated[int, Field(ge=64)] = Field(
+        default=1024, description="address-space limit of a PDF-parsing child process"
+    )
+    embedded_redis_maxmemory_mb: Annotated[int, Field(ge=16)] = Field(
+        default=1024,
+        description="memory limit of the embedded Redis (noeviction: past it, writes are "
+        "refused with 507 and nothing is lost)",
+    )
     # Mutual information of each minion/minions task, scored after it succeeds
     # (service/mi_background.py, docs/mutual_information.md).
     mi_enabled: bool = Field(
@@ -148,6 +199,12 @@ class Settings(BaseSettings):
     mi_max_compressions: Annotated[int, Field(gt=0, le=256)] = 16
     mi_max_context_chars: Annotated[int, Field(ge=256)] = 12_000
     mi_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    # Privacy mode (docs/privacy.md): the default for tasks that do not choose and whose key
+    # has no default of its own, and the detector's configuration (TOML), checked at start.
+    privacy_default: PrivacyMode = "off"
+    privacy_config: Path | None = Field(
+        default=None, description="TOML file: entity types, custom recognizers, NER pipeline"
+    )
 
     @field_validator("extra_studies")
     @classmethod
@@ -163,6 +220,12 @@ class Settings(BaseSettings):
         parse_sentinels(value)  # raises ValueError naming the bad entry
         return value
 
+    @field_validator("privacy_config")
+    @classmethod
+    def _privacy_config_is_valid(cls, value: Path | None) -> Path | None:
+        PrivacyConfig.load(value)  # raises PrivacyConfigError naming the file and the field
+        return value
+
     @field_validator("admin_key")
     @classmethod
     def _admin_key_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
@@ -172,6 +235,15 @@ class Settings(BaseSettings):
 
     def sentinel_addresses(self) -> list[tuple[str, int]] | None:
         return None if self.redis_sentinels is None else parse_sentinels(self.redis_sentinels)
+
+    def pdf_limits(self) -> PdfLimits:
+        return pdf_limits(
+            PdfLimits(
+                timeout_s=self.pdf_parse_timeout_s,
+                memory_bytes=self.pdf_parse_memory_mb * 2**20,
+                workers=self.pdf_parse_workers,
+            )
+        )
 
     @property
     def remote_configured(self) -> bool:
@@ -188,8 +260,24 @@ class Settings(BaseSettings):
                 "max_num_seqs": self.local_max_num_seqs,
                 "tensor_parallel_size": self.local_tensor_parallel_size,
                 "data_dir": self.data_dir,
+                **self._local_server_options(),
             },
         )
+
+    def _local_server_options(self) -> dict[str, Any]:
+        """Options only a local OpenAI-compatible server's engine reads (other kinds drop them).
+        The context window is the server's unless the operator set a smaller one."""
+        options: dict[str, Any] = {
+            "side": "local",
+            "max_concurrency": self.local_max_concurrency,
+            "stall_timeout_s": self.local_stall_timeout_s,
+            "deadline_s": self.local_deadline_s,
+            "max_retries": self.local_max_retries,
+            "tokenizer": self.local_tokenizer,
+        }
+        if "local_max_model_len" in self.model_fields_set:
+            options["context_window"] = self.local_max_model_len
+        return options
 
     def remote_engine_spec(self) -> EngineSpec | None:
         if not self.remote_configured:
@@ -208,6 +296,9 @@ class Settings(BaseSettings):
 
     def prices(self) -> PriceTable:
         return PriceTable.load(self.price_table)
+
+    def privacy(self) -> PrivacyConfig:
+        return PrivacyConfig.load(self.privacy_config)
 
 
 WEAK_SECRETS = frozenset(

@@ -8,18 +8,22 @@ import hashlib
 import time
 from typing import Any
 
-from engines.base import Engine
 from engines.prices import PriceTable
+from protocols import protocol_class
 from protocols.task import Options
+from service import keys
 from service.budget import reservation_usd, worst_case_usd
 from service.documents import DocumentService
 from service.errors import BudgetExceeded, Conflict, NotFound, QueueFull
-from service.pool import EnginePool
+from service.mi_background import expired
+from service.pool import EnginePool, RemoteChoice
+from service.privacy import with_privacy
 from service.runner import TaskRunner
 from service.schemas import TaskCreate, TaskList, TaskView
 from service.settings import Settings
 from service.store import TERMINAL, ApiKey, Store, TaskRecord, new_task_id
 from service.store.api_keys import NANO, to_nano
+from service.store.summary import Settled
 
 
 class BudgetService:
@@ -36,20 +40,22 @@ class BudgetService:
         key: ApiKey,
         protocol: str,
         options: Options,
-        remote: Engine,
-        stand_in: bool,
+        remote: RemoteChoice,
         max_cost_usd: float | None,
     ) -> tuple[int, float | None]:
         """(nano-USD to reserve, the task's cost cap). Raises ``BudgetExceeded`` (402) when the
         key has a budget and the remote model has no price to hold it to."""
-        unpriced = not stand_in and not self.prices.has_price(remote.model)
-        if unpriced and protocol != "local_only" and key.budget_nano is not None:
+        unpriced = not remote.stand_in and not self.prices.has_price(remote.engine.model)
+        uses_remote = protocol_class(protocol).max_remote_calls(options) > 0
+        if unpriced and uses_remote and key.budget_nano is not None:
             raise BudgetExceeded(
-                f"remote model {remote.model!r} has no price, so a budget cannot be enforced "
-                "on it; ask the operator to add it to the price table",
+                f"remote model {remote.engine.model!r} has no price, so a budget cannot be "
+                "enforced on it; ask the operator to add it to the price table",
                 param="options.remote_model",
             )
-        worst = worst_case_usd(protocol, options, remote, self.prices, stand_in=stand_in)
+        worst = worst_case_usd(
+            protocol, options, remote.engine, self.prices, stand_in=remote.stand_in
+        )
         amount_usd, cap = reservation_usd(worst, max_cost_usd, self.settings.task_max_cost_usd)
         return to_nano(amount_usd), cap
 
@@ -67,12 +73,11 @@ class BudgetService:
         key: ApiKey,
         protocol: str,
         options: Options,
-        remote: Engine,
-        stand_in: bool,
+        remote: RemoteChoice,
         max_cost_usd: float | None,
     ) -> tuple[int, float | None]:
         """``plan``, then reserve the amount on the key now (a task that runs at once)."""
-        amount, cap = self.plan(key, protocol, options, remote, stand_in, max_cost_usd)
+        amount, cap = self.plan(key, protocol, options, remote, max_cost_usd)
         reservation = await self.store.api_keys.reserve(key.id, amount)
         if not reservation.granted:
             raise self.refused(key, amount, reservation.available_nano)
@@ -136,14 +141,11 @@ class TaskService:
 
     async def _create(self, key: ApiKey, body: TaskCreate, task_id: str) -> TaskRecord:
         options = body.options
-        protocol_options = options.protocol_options()
-        remote = self.pool.remote_for(options.remote_model)
-        stand_in = self.pool.stand_in and options.remote_model is None
+        protocol_options = with_privacy(options.protocol_options(), key, self.settings)
+        remote = self.pool.remote(options.remote_model)
         stored, inline = await self.documents.resolve(key, body.documents)
         # ``options`` is an ``Options``: unset fields hold the same defaults the run will use.
-        amount, cap = self.budgets.plan(
-            key, body.protocol, options, remote, stand_in, options.max_cost_usd
-        )
+        amount, cap = self.budgets.plan(key, body.protocol, options, remote, options.max_cost_usd)
         record = TaskRecord(
             id=task_id,
             key_id=key.id,
@@ -173,6 +175,8 @@ class TaskService:
             )
         if admission.outcome == "budget":
             raise self.budgets.refused(key, amount, admission.available_nano)
+        # Used now: each document expires MGW_DOCUMENT_TTL_S after its last use.
+        await self.store.documents.touch([doc.id for doc in stored], self.settings.document_ttl_s)
         return record
 
     async def get(self, key: ApiKey, task_id: str) -> TaskRecord:
@@ -180,6 +184,48 @@ class TaskService:
         if record is None or (record.key_id != key.id and not key.admin):
             raise NotFound(f"no task {task_id!r}", param="task_id")
         return record
+
+    async def find(
+        self,
+        key: ApiKey,
+        *,
+        status: str | None,
+        protocol: str | None,
+        limit: int,
+        cursor: str | None,
+        key_id: str | None = None,
+    ) -> tuple[list[TaskRecord], str | None]:
+        """Up to ``limit`` tasks, newest first, after ``cursor``, and the cursor of the next page
+        (None on the last). A key sees its own tasks; an admin key every task, or ``key_id``'s.
+        Tasks that ended are found through their status and protocol indexes; the rest by a
+        bounded scan of the narrowest index, which the cursor carries on from."""
+        owner = key.id if not key.admin else key_id
+        if owner is None:
+            index, _ = self.store.tasks.index_for(protocol, status)
+        else:
+            index = keys.tasks_of(owner)
+        found: list[TaskRecord] = []
+        batch = max(limit * 2, 50)
+        has_more = False
+        for _ in range(20):  # a bounded scan per page; the cursor carries on from there
+            page = await self.store.tasks.page(owner, cursor, batch, index=index)
+            for record in page:
+                cursor = record.id
+                if (status is None or record.status == status) and (
+                    protocol is None or record.protocol == protocol
+                ):
+                    found.append(record)
+                    if len(found) == limit:
+                        break
+            if len(found) == limit:
+                has_more = bool(await self.store.tasks.page(owner, cursor, 1, index=index))
+                break
+            if len(page) < batch:
+                cursor = None
+                break
+        else:
+            has_more = True
+        return found, cursor if has_more else None
 
     async def list(
         self,
@@ -190,41 +236,35 @@ class TaskService:
         limit: int,
         cursor: str | None,
     ) -> TaskList:
-        owner = None if key.admin else key.id
-        found: list[TaskRecord] = []
-        batch = max(limit * 2, 50)
-        has_more = False
-        for _ in range(20):  # a bounded scan per page; the cursor carries on from there
-            page = await self.store.tasks.page(owner, cursor, batch)
-            for record in page:
-                cursor = record.id
-                if (status is None or record.status == status) and (
-                    protocol is None or record.protocol == protocol
-                ):
-                    found.append(record)
-                    if len(found) == limit:
-                        break
-            if len(found) == limit:
-                has_more = bool(await self.store.tasks.page(owner, cursor, 1))
-                break
-            if len(page) < batch:
-                cursor = None
-                break
-        else:
-            has_more = True
+        found, next_cursor = await self.find(
+            key, status=status, protocol=protocol, limit=limit, cursor=cursor
+        )
         return TaskList(
             data=[view(record) for record in found],
-            next_cursor=cursor if has_more else None,
-            has_more=has_more,
+            next_cursor=next_cursor,
+            has_more=next_cursor is not None,
         )
+
+    async def purge(self, key: ApiKey, task_id: str) -> TaskRecord:
+        """Delete a finished task (record, events) now; the view it had is returned."""
+        record = await self.get(key, task_id)
+        if record.status not in TERMINAL:
+            raise Conflict(
+                f"task {task_id} is {record.status}; cancel it (DELETE without purge) and purge "
+                "it once it has ended",
+                param="purge",
+            )
+        await self.store.tasks.purge(record)
+        return record
 
     async def cancel(self, key: ApiKey, task_id: str) -> TaskRecord:
         record = await self.get(key, task_id)
         if record.status in TERMINAL:
             raise Conflict(f"task {task_id} already {record.status}; it cannot be cancelled")
         await self.store.tasks.request_cancel(task_id)
+        finished = time.time()
         moved = await self.store.tasks.transition(
-            task_id, ("queued",), {"status": "cancelled", "finished_at": time.time()}
+            task_id, ("queued",), {"status": "cancelled", "finished_at": finished}
         )
         if moved is True:
             async with self.store.redis.pipeline(transaction=True) as pipe:
@@ -234,9 +274,18 @@ class TaskService:
                     pipe,
                     key_id=record.key_id,
                     protocol=record.protocol,
-                    finished_at=time.time(),
+                    finished_at=finished,
                     counters={"tasks": 1, "cancelled": 1},
                 )
+                settled = Settled(
+                    protocol=record.protocol,
+                    status="cancelled",
+                    finished_at=finished,
+                    latency_s=finished - record.created_at,
+                )
+                await self.store.summary.queue_settled(pipe, settled)
+                self.store.tasks.queue_index_settled(pipe, task_id, record.protocol, "cancelled")
+                self.store.tasks.queue_expire(pipe, task_id, self.settings.task_ttl_s)
                 await pipe.execute()
         else:
             await self.runner.cancel(task_id)
@@ -256,6 +305,19 @@ def view(record: TaskRecord) -> TaskView:
         "error": record.error,
         "partial_usage": record.partial_usage,
         "accuracy": record.accuracy,
-        "mi": record.mi,
+        "mi": expired(record.mi, time.time()),
+        "billing": {
+            "billed_usd": record.billed_nano / NANO,
+            "reserved_usd": 0.0 if record.status in TERMINAL else record.reserved_nano / NANO,
+            "budget_overrun": record.budget_overrun,
+            "reply_models": record.reply_models or [],
+        },
+        "warnings": [OVERRUN_WARNING] if record.budget_overrun else [],
     }
     return TaskView.model_validate(data)
+
+
+OVERRUN_WARNING = (
+    "budget_overrun: the remote reported usage costing more than the task's reservation; it was "
+    "billed as reported, so the key may be over its budget (its next tasks are refused with 402)"
+)

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.deps import services_of
 from service.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -20,31 +21,25 @@ async def health() -> Health:
 @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
 async def ready(request: Request) -> Response:
     services = getattr(request.app.state, "services", None)
-    store_ok = services is not None and await services.store.ping()
-    engines_ok = services is not None and services.pool.local is not None
-    runner_ok = services is not None and services.runner.healthy
-    pools: dict[str, int] = {}
-    if services is not None and store_ok:
-        try:
-            pools = await services.pool.live_workers(services.store.redis)
-        except Exception:  # Redis went away since the ping: report, never fail the probe
-            store_ok = False
-    pools_ok = all(pools.values())
-    body = Readiness(
-        status="ready" if store_ok and engines_ok and runner_ok and pools_ok else "not_ready",
-        store=store_ok,
-        engines=engines_ok,
-        runner=runner_ok,
-        pools=pools,
-    )
+    if services is None:  # starting or stopping
+        body = Readiness(status="not_ready", store=False, engines=False, runner=False)
+    else:
+        body = await services.readiness()
     return JSONResponse(body.model_dump(), status_code=200 if body.status == "ready" else 503)
+
+
+# HEAD probes (load balancers, uptime checkers): the GET's status, no body.
+@router.head("/health", include_in_schema=False)
+async def health_head() -> Response:
+    return Response(status_code=200)
+
+
+@router.head("/ready", include_in_schema=False)
+async def ready_head(request: Request) -> Response:
+    return Response(status_code=(await ready(request)).status_code)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
-    services = request.app.state.services
-    try:
-        services.metrics.queue_depth.set(await services.store.tasks.queue_depth())
-    except Exception:  # metrics must render even when Redis is down
-        services.metrics.queue_depth.set(float("nan"))
-    return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    text = await services_of(request).metrics_text()
+    return Response(text, media_type=CONTENT_TYPE_LATEST)

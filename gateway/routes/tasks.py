@@ -14,10 +14,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.auth import CurrentKey, key_of
 from gateway.deps import ServicesDep, services_of
+from protocols.result import ProtocolName
 from service.errors import InvalidRequest
 from service.schemas import (
     ErrorEnvelope,
-    ProtocolName,
     TaskAccepted,
     TaskCreate,
     TaskList,
@@ -99,8 +99,20 @@ async def get_task(task_id: str, key: CurrentKey, services: ServicesDep) -> Task
 
 
 @router.delete("/{task_id}", response_model=TaskView, responses=ERRORS)
-async def cancel_task(task_id: str, key: CurrentKey, services: ServicesDep) -> TaskView:
-    """Cancel a queued or running task. Running work is aborted; what it used is billed."""
+async def cancel_task(
+    task_id: str,
+    key: CurrentKey,
+    services: ServicesDep,
+    purge: Annotated[
+        bool,
+        Query(description="delete a finished task (record and events) now; 409 if not finished"),
+    ] = False,
+) -> TaskView:
+    """Cancel a queued or running task. Running work is aborted; what it used is billed. With
+    ``purge=true``: delete a finished task now (it is deleted MGW_TASK_TTL_S after it ended
+    otherwise); the response is its last view."""
+    if purge:
+        return view(await services.tasks.purge(key, task_id))
     return view(await services.tasks.cancel(key, task_id))
 
 
@@ -138,6 +150,12 @@ async def task_events(
     return EventSourceResponse(stream(), ping=15, send_timeout=30)
 
 
+_MAX_ID_PART = 2**64 - 1  # Redis stream ids are two unsigned 64-bit integers
+
+
 def _valid_stream_id(value: str) -> bool:
+    """A stream id Redis accepts (``ms`` or ``ms-seq``, each below 2**64); anything else makes
+    the stream replay from the start instead of failing every reconnection."""
     first, _, second = value.partition("-")
-    return first.isdigit() and (not second or second.isdigit())
+    parts = [first, second] if second else [first]
+    return all(part.isascii() and part.isdigit() and int(part) <= _MAX_ID_PART for part in parts)

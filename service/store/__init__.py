@@ -9,10 +9,13 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from service.store.api_keys import ApiKey, ApiKeyStore, Reservation
-from service.store.connection import EmbeddedRedis, client_for
+from service.store.bench_runs import BenchRunStore
+from service.store.connection import EmbeddedRedis, client_for, find_embedded_url
 from service.store.documents import DocumentStore, StoredDocument
+from service.store.embedded import DEFAULT_MAXMEMORY_BYTES, owner_alive
 from service.store.events import Event, EventStore
 from service.store.multiplexed import MultiplexedConnection
+from service.store.summary import SummaryStore
 from service.store.tasks import (
     NO_REPLICA_WAIT,
     TERMINAL,
@@ -47,6 +50,8 @@ class Store:
         self.documents = DocumentStore(redis)
         self.events = EventStore(redis, maxlen=event_stream_maxlen)
         self.usage = UsageStore(redis)
+        self.summary = SummaryStore(redis)
+        self.bench_runs = BenchRunStore(redis)
 
     @classmethod
     def connect(
@@ -55,18 +60,24 @@ class Store:
         data_dir: Path,
         *,
         event_stream_maxlen: int = 10_000,
+        maxmemory_bytes: int = DEFAULT_MAXMEMORY_BYTES,
         sentinels: list[tuple[str, int]] | None = None,
         sentinel_master: str = "mymaster",
         replica_wait: ReplicaWait = NO_REPLICA_WAIT,
     ) -> Store:
         """An external Redis at ``redis_url`` (or the primary of ``sentinels``), or the embedded
-        server in ``data_dir/redis``."""
+        server of ``data_dir/redis``: the one a live ``minions-gw serve`` runs there (used, not
+        owned), else a new one owned here."""
         if redis_url or sentinels:
             client = client_for(
                 redis_url or "redis://", sentinels=sentinels, sentinel_master=sentinel_master
             )
             return cls(client, event_stream_maxlen=event_stream_maxlen, replica_wait=replica_wait)
-        embedded = EmbeddedRedis(data_dir / "redis")
+        directory = data_dir / "redis"
+        if owner_alive(directory):
+            url = find_embedded_url(directory)
+            return cls(client_for(url), event_stream_maxlen=event_stream_maxlen)
+        embedded = EmbeddedRedis(directory, maxmemory_bytes=maxmemory_bytes)
         return cls(
             client_for(embedded.url), embedded=embedded, event_stream_maxlen=event_stream_maxlen
         )
@@ -90,6 +101,7 @@ __all__ = [
     "TERMINAL",
     "ApiKey",
     "ApiKeyStore",
+    "BenchRunStore",
     "DocumentStore",
     "EmbeddedRedis",
     "Event",
@@ -97,6 +109,7 @@ __all__ = [
     "Reservation",
     "Store",
     "StoredDocument",
+    "SummaryStore",
     "TaskRecord",
     "TaskStore",
     "UsageStore",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,8 +70,24 @@ class DocumentStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
 
-    async def put(self, stored: StoredDocument) -> None:
-        await self.redis.set(keys.document(stored.id), stored.payload(), nx=True)
+    async def put(self, stored: StoredDocument, ttl_s: int | None = None) -> None:
+        name = keys.document(stored.id)
+        if not await self.redis.set(name, stored.payload(), nx=True, ex=ttl_s) and ttl_s:
+            await self.redis.expire(name, ttl_s)  # stored before: used again now
+
+    @staticmethod
+    def queue_touch(pipe: Any, document_ids: Sequence[str], ttl_s: int) -> None:
+        """Documents just used by a task expire ``ttl_s`` from now (unused that long: gone)."""
+        for document_id_ in document_ids:
+            pipe.expire(keys.document(document_id_), ttl_s)
+
+    async def touch(self, document_ids: Sequence[str], ttl_s: int) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self.queue_touch(pipe, document_ids, ttl_s)
+            await pipe.execute()
+
+    async def delete(self, document_id_: str) -> bool:
+        return bool(await self.redis.delete(keys.document(document_id_)))
 
     async def get(self, document_id_: str) -> StoredDocument | None:
         raw = await self.redis.get(keys.document(document_id_))
