@@ -86,8 +86,11 @@ sizes() {
 # --- smoke ---------------------------------------------------------------------------------
 containers=()
 pids=()
+groups=()
 smoke_dir=""
 cleanup() {
+  for group in "${groups[@]}"; do kill -- "-$group" 2>/dev/null || true; done
+  for group in "${groups[@]}"; do wait "$group" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   for c in "${containers[@]}"; do buildah rm "$c" >/dev/null 2>&1 || true; done
@@ -105,9 +108,10 @@ start_from_image() {  # NAME IMAGE LOGFILE ENVFILE CMD... ; runs CMD inside the 
     [ -n "$line" ] && env_args+=(--env "$line")
   done <"$envfile"
   # The image's own USER (non-root) runs the command, as it would under a container engine.
-  buildah run --isolation chroot --network host --user 10001:10001 "${env_args[@]}" "$ctr" -- "$@" \
-    >"$logfile" 2>&1 &
-  pids+=($!)
+  # In a session of its own, so that cleanup ends buildah and the command it runs together.
+  setsid buildah run --isolation chroot --network host --user 10001:10001 "${env_args[@]}" \
+    "$ctr" -- "$@" >"$logfile" 2>&1 &
+  groups+=($!)
 }
 
 smoke() {

@@ -13,11 +13,14 @@ import pytest
 import yaml
 from deploy.conftest import (
     COMPOSE_FILE,
+    ENV_EXAMPLE,
     SCHEMA_FILE,
     env_example,
     interpolate,
     interpolated_variables,
 )
+
+from service.settings import Settings
 
 SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|TOKEN|CREDENTIAL", re.IGNORECASE)
 PASSWORD_IN_URL = re.compile(r"://[^/@\s]*:[^/@\s]+@")
@@ -147,3 +150,10 @@ def test_env_example_documents_every_variable_and_holds_no_secret() -> None:
     for name, value in values.items():
         assert not (SECRET_NAME.search(name) and value), f"{name} has a value in .env.example"
         assert not PASSWORD_IN_URL.search(value), name
+
+
+def test_env_example_is_a_valid_settings_file() -> None:
+    settings = Settings(_env_file=ENV_EXAMPLE)  # type: ignore[call-arg]
+    assert settings.local_pool == "local" and settings.pool_wait_s == 600
+    assert settings.redis_url == "redis://redis:6379/0" and settings.redis_sentinels is None
+    assert not settings.remote_configured and settings.admin_key is None
