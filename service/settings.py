@@ -171,6 +171,11 @@ class Settings(BaseSettings):
         description="a stored document is deleted when no task has used it for this long "
         "(DELETE /v1/documents/{id} deletes it at once)",
     )
+    key_storage_quota_mb: Annotated[int, Field(gt=0)] = Field(
+        default=1024,
+        description="stored documents per non-admin key; a document that would pass it is "
+        "refused with 413 (delete some, or wait for unused ones to expire)",
+    )
     pdf_parse_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=30.0,
         description="wall-clock budget to extract one PDF's text (a child process, killed past "

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -86,8 +86,35 @@ class DocumentStore:
             self.queue_touch(pipe, document_ids, ttl_s)
             await pipe.execute()
 
-    async def delete(self, document_id_: str) -> bool:
-        return bool(await self.redis.delete(keys.document(document_id_)))
+    async def delete(self, stored: StoredDocument) -> bool:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.document(stored.id))
+            pipe.zrem(keys.documents_of(stored.owner), stored.id)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    async def count_bytes(self, owner: str, documents: Sequence[StoredDocument]) -> None:
+        """Count ``documents`` against ``owner``'s storage quota."""
+        if documents:
+            mapping = {doc.id: len(doc.payload().encode()) for doc in documents}
+            await self.redis.zadd(keys.documents_of(owner), mapping)
+
+    async def stored_bytes(self, owner: str) -> int:
+        """The bytes of ``owner``'s documents still stored (expired ones are pruned)."""
+        name = keys.documents_of(owner)
+        members = cast(
+            "list[tuple[str, float]]", await self.redis.zrange(name, 0, -1, withscores=True)
+        )
+        if not members:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for document_id_, _ in members:
+                pipe.exists(keys.document(document_id_))
+            present = await pipe.execute()
+        gone = [member for (member, _), here in zip(members, present, strict=True) if not here]
+        if gone:
+            await self.redis.zrem(name, *gone)
+        return int(sum(size for (_, size), here in zip(members, present, strict=True) if here))
 
     async def get(self, document_id_: str) -> StoredDocument | None:
         raw = await self.redis.get(keys.document(document_id_))

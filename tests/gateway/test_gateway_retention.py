@@ -85,3 +85,37 @@ async def test_documents_and_finished_tasks_are_deleted_by_owner_or_admin_only(
         assert not await gw.store.redis.exists(keys.task(done["id"]), keys.task_events(done["id"]))
         listed = (await gw.client.get("/v1/tasks", headers=auth(owner))).json()["data"]
         assert done["id"] not in [t["id"] for t in listed]
+
+
+async def test_a_keys_documents_are_held_to_its_storage_quota(
+    make_gateway: Callable[..., Any],
+) -> None:
+    async with make_gateway(key_storage_quota_mb=1) as gw:
+        key = await gw.new_key()
+
+        def text(n: int) -> dict[str, Any]:
+            return {"file": (f"d{n}.txt", f"{n} ".encode() + b"word " * 80_000, "text/plain")}
+
+        first = await gw.client.post("/v1/documents", files=text(1), headers=auth(key))
+        second = await gw.client.post("/v1/documents", files=text(2), headers=auth(key))
+        assert first.status_code == second.status_code == 201
+        third = await gw.client.post("/v1/documents", files=text(3), headers=auth(key))
+        assert third.status_code == 413, third.text
+        assert "quota is 1 MiB" in third.json()["error"]["message"]
+        inline = {
+            "protocol": "local_only",
+            "question": "Q?",
+            "documents": [{"text": "word " * 80_000}],
+        }
+        refused = await gw.client.post("/v1/tasks", json=inline, headers=auth(key))
+        assert refused.status_code == 413 and refused.json()["error"]["param"] == "documents"
+        # Deleting one makes room again; nothing half-written meanwhile.
+        deleted = await gw.client.delete(
+            f"/v1/documents/{first.json()['document_id']}", headers=auth(key)
+        )
+        assert deleted.status_code == 204
+        again = await gw.client.post("/v1/documents", files=text(3), headers=auth(key))
+        assert again.status_code == 201, again.text
+        # An admin key is not held to the quota.
+        admin = await gw.client.post("/v1/documents", files=text(4), headers=auth(ADMIN_KEY))
+        assert admin.status_code == 201

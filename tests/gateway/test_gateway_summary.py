@@ -25,6 +25,8 @@ from service.engines import EngineSet
 from service.execution import baseline_counters
 from service.store.summary import LATENCY_BOUNDS, Settled, bucket_start, percentile
 from service.summary import mark_frontier, wilson_ci95
+from workers import keys as worker_keys
+from workers.queue.registry import heartbeat, registration
 
 ADMIN = auth(ADMIN_KEY)
 
@@ -323,9 +325,33 @@ async def test_the_page_and_assets_are_public_and_the_data_is_not(gw: Gateway) -
     ).status_code == 403
 
 
-async def test_workers_report_has_heartbeat_ages_and_the_study_queue(gw: Gateway) -> None:
+async def test_workers_report_has_heartbeat_ages_and_the_study_queue(
+    make_gateway: Callable[..., Any],
+) -> None:
+    # With a local pool the workers, not the gateway, consume the study queue.
+    async with make_gateway(local_pool="gpu-a") as gw:
+        await check_workers_report(gw)
+
+
+async def check_workers_report(gw: Gateway) -> None:
+    redis = gw.store.redis
+    # A worker as ``minions-gw worker`` registers itself, and a study consumer that read the queue.
+    info = registration(gw.engines.local, "gpu-a", batch=32)
+    await heartbeat(redis, "gpu-a@host-1", info, ttl_s=30)
+    await redis.xgroup_create(worker_keys.STUDY_STREAM, worker_keys.STUDY_GROUP, mkstream=True)
+    await redis.xadd(worker_keys.STUDY_STREAM, {"study": "study_x"})
+    await redis.xreadgroup(
+        worker_keys.STUDY_GROUP, "worker-7", {worker_keys.STUDY_STREAM: ">"}, count=1
+    )
+    await redis.xadd(worker_keys.STUDY_STREAM, {"study": "study_y"})
     report = await get(gw, "/v1/admin/workers")
-    assert report["studies_waiting"] == 0 and isinstance(report["study_consumers"], list)
+    [pool] = [p for p in report["pools"] if p["pool"] == "gpu-a"]
+    [worker] = pool["workers"]
+    assert worker["name"] == "gpu-a@host-1" and worker["batch"] == "32"
+    assert worker["model"] == "smollm2-135m-instruct" and 0 <= worker["heartbeat_age_s"] < 5
+    assert report["studies_waiting"] == 1
+    [consumer] = report["study_consumers"]
+    assert consumer["name"] == "worker-7" and consumer["pending"] == 1 and consumer["idle_s"] >= 0
     studies = await get(gw, "/v1/studies")
     assert studies["data"] == [] and {"gp", "ssm", "lora"} <= set(studies["available"])
 
