@@ -35,6 +35,7 @@ from engines.base import (
     GenerationResult,
     gather_in_order,
     gather_settled,
+    validate_continuations,
 )
 from engines.errors import (
     EngineCapabilityError,
@@ -144,9 +145,12 @@ class LocalServerEngine(Engine):
         self._semaphore = asyncio.Semaphore(self.max_concurrency)
         self._server_counter: ServerTokenCounter | None = None
         self.token_source, self._count = self._counter(tokenizer, api_key)
-        # Detected once, here: an instance value over the class's default.
+        # Detected once, here: instance values over the class's defaults.
         vars(self)["supports_json_schema"] = (
             info is not None and info.structured == "response_format"
+        )
+        vars(self)["supports_score"] = (
+            info is not None and info.prompt_logprobs and self._server_counter is not None
         )
         if info is not None and info.structured == "none":
             self._warn(
@@ -377,10 +381,60 @@ class LocalServerEngine(Engine):
         return RemoteAPIError(f"local: {where} answered {status}: {short(exc.message)}", status)
 
     async def score(self, prefix: str, continuations: Sequence[str]) -> list[float]:
-        raise EngineCapabilityError(
-            f"score: the local server at {self.base_url} cannot return the log-probabilities of "
-            "a given text"
-        )
+        """Teacher-forced log-probabilities through the server, where it returns the prompt's
+        (``vllm serve``: ``/v1/completions`` with ``echo`` and ``logprobs``). Each continuation
+        is tokenized on its own by the server and appended to the prefix as ids."""
+        if not self.supports_score or self._server_counter is None:
+            family = self.info.family if self.info else "the server"
+            raise EngineCapabilityError(
+                f"score: {family} at {self.base_url} cannot return the log-probabilities of a "
+                "given text (llama.cpp ignores `echo`); mutual information needs `vllm serve` "
+                "or the in-process vllm engine"
+            )
+        validate_continuations(continuations)
+        counter = self._server_counter
+        prefix_ids = await asyncio.to_thread(counter.ids, prefix)
+        if not prefix_ids:
+            raise ValueError("prefix: empty prefix gives the first token nothing to condition on")
+
+        async def one(continuation: str) -> float:
+            ids = await asyncio.to_thread(counter.ids, continuation)
+            prompt = prefix_ids + ids
+            if len(prompt) >= self.context_window:
+                raise ValueError(
+                    f"prefix: prefix and continuation take {len(prompt)} tokens; the context is "
+                    f"{self.context_window}"
+                )
+            async with self._semaphore:
+                logprobs = await self._prompt_logprobs(prompt)
+            return float(sum(logprobs[len(prefix_ids) : len(prompt)]))
+
+        return list(await gather_in_order([one(c) for c in continuations], len(continuations)))
+
+    async def _prompt_logprobs(self, prompt_ids: list[int]) -> list[float]:
+        try:
+            response = await self._client.completions.create(
+                model=self.model,
+                prompt=prompt_ids,
+                max_tokens=1,
+                temperature=0.0,
+                echo=True,
+                logprobs=0,
+            )
+        except openai.APIStatusError as exc:
+            raise RemoteAPIError(
+                f"local: {self.base_url} could not score ({exc.status_code}): {short(exc.message)}",
+                exc.status_code,
+            ) from exc
+        except _CONNECTION_ERRORS as exc:
+            raise EngineError(f"local: cannot reach {self.base_url} to score: {exc}") from exc
+        logprobs = response.choices[0].logprobs if response.choices else None
+        values = list(logprobs.token_logprobs or []) if logprobs is not None else []
+        if len(values) < len(prompt_ids) or any(v is None for v in values[1 : len(prompt_ids)]):
+            raise EngineError(
+                f"local: {self.base_url} did not return the prompt's log-probabilities"
+            )
+        return [0.0 if v is None else float(v) for v in values[: len(prompt_ids)]]
 
     async def aclose(self) -> None:
         await self._client.close()

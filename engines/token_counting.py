@@ -61,8 +61,10 @@ class ServerTokenCounter:
         self.count: TokenCounter = lru_cache(maxsize=cache_size)(self._count)
 
     def _count(self, text: str) -> int:
-        if not text:
-            return 0
+        return len(self.ids(text)) if text else 0
+
+    def ids(self, text: str) -> list[int]:
+        """``text``'s token ids in the server's vocabulary, without special tokens."""
         if self._dialect == "llama.cpp":
             body: dict[str, object] = {"content": text, "add_special": False}
         else:
@@ -70,10 +72,8 @@ class ServerTokenCounter:
         with self._lock:
             response = self._client.post("/tokenize", json=body)
         response.raise_for_status()
-        payload = response.json()
-        if "count" in payload:
-            return int(payload["count"])
-        return len(payload["tokens"])
+        tokens: list[int] = [int(token) for token in response.json()["tokens"]]
+        return tokens
 
     def close(self) -> None:
         self._client.close()

@@ -15,7 +15,6 @@ import dataclasses
 from collections.abc import Sequence
 
 from engines.base import ChatMessage, Engine, GenerationRequest, GenerationResult, WrappedEngine
-
 from protocols.privacy.pseudonymizer import Pseudonymizer
 from protocols.privacy.report import CrossedMessage
 

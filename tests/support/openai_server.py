@@ -67,11 +67,16 @@ def build_app(
     *,
     reply_model: str | None = None,
     reported_prompt_tokens: int | None = None,
+    like_vllm: bool = False,
 ) -> FastAPI:
     """``reply_model``: the model name every reply claims (default: the one asked for);
-    ``reported_prompt_tokens``: the prompt tokens every reply reports (default: the truth)."""
+    ``reported_prompt_tokens``: the prompt tokens every reply reports (default: the truth);
+    ``like_vllm``: also answer as ``vllm serve`` does (``/version``, ``/v1/models`` with
+    ``max_model_len``, ``/tokenize``, and ``/v1/completions`` with ``echo`` and ``logprobs``)."""
     app = FastAPI()
     lies = _Lies(reply_model, reported_prompt_tokens)
+    if like_vllm:
+        _add_vllm_routes(app, engine)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
@@ -118,6 +123,68 @@ def build_app(
         )
 
     return app
+
+
+def _add_vllm_routes(app: FastAPI, engine: Engine) -> None:
+    """Whitespace words as tokens; a prompt token's log-probability is -0.1 when the same word
+    came earlier in the prompt, else -5.0 (the scripted engine's ``score`` rule)."""
+    vocabulary: dict[str, int] = {}
+    words: dict[int, str] = {}
+
+    def ids(text: str) -> list[int]:
+        found = []
+        for word in text.split():
+            if word not in vocabulary:
+                vocabulary[word] = len(vocabulary)
+                words[vocabulary[word]] = word
+            found.append(vocabulary[word])
+        return found
+
+    @app.get("/version")
+    async def version() -> dict[str, str]:
+        return {"version": "0.0.0-test"}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        card = {"id": "test-model", "owned_by": "vllm", "max_model_len": engine.context_window}
+        return {"object": "list", "data": [card]}
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        tokens = ids(body["prompt"])
+        return {"count": len(tokens), "tokens": tokens, "max_model_len": engine.context_window}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        prompt: list[int] = body["prompt"]
+        logprobs: list[float | None] = [None] + [
+            -0.1 if token in prompt[:position] else -5.0
+            for position, token in enumerate(prompt)
+            if position
+        ]
+        return {
+            "id": "cmpl-test",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "text": " ".join(words[t] for t in prompt) + " x",
+                    "finish_reason": "length",
+                    "logprobs": {
+                        "tokens": [words[t] for t in prompt] + ["x"],
+                        "token_logprobs": [*logprobs, -1.0],
+                        "top_logprobs": None,
+                        "text_offset": [],
+                    },
+                }
+            ],
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": 1,
+                      "total_tokens": len(prompt) + 1},
+        }  # fmt: skip
 
 
 class _Lies:

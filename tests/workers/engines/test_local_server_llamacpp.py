@@ -17,6 +17,7 @@ import pytest
 from support.llama_server import LlamaServer, llama_server
 
 from engines.base import GenerationRequest
+from engines.errors import EngineCapabilityError
 from engines.local_server_engine import LocalServerEngine
 
 pytestmark = pytest.mark.slow
@@ -87,6 +88,12 @@ async def test_never_more_in_flight_than_the_server_has_slots(
     assert engine.stats.max_in_flight == 2
     assert seen["busy"] <= 2
     assert seen["deferred"] == 0  # the server never had to queue a request of ours
+
+
+async def test_mutual_information_is_refused_clearly(engine: LocalServerEngine) -> None:
+    assert engine.supports_score is False
+    with pytest.raises(EngineCapabilityError, match=r"llama.cpp at .* cannot return"):
+        await engine.score("The cat sat", [" on the mat"])
 
 
 async def test_prompt_usage_is_the_servers_count(engine: LocalServerEngine) -> None:
