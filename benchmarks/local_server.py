@@ -75,8 +75,22 @@ class FixedPlanner(Engine):
         return len(text) // 4
 
 
-async def run_minions(local: Engine, args: argparse.Namespace) -> dict[str, Any]:
-    document = make_document(pages=args.pages, seed=args.seed)
+async def run_many(local: Engine, args: argparse.Namespace) -> dict[str, Any]:
+    """``--runs`` runs, each over a document of its own seed (so no prompt cache serves one run
+    from another); the row of the median wall time, with every run's wall time."""
+    rows = []
+    for run in range(args.runs):
+        rows.append(await run_minions(local, args, args.seed + run))
+        logger.info("run %d: %s", run + 1, rows[-1])
+    ordered = sorted(rows, key=lambda row: float(row["wall_s"]))
+    median = dict(ordered[len(ordered) // 2])
+    median["runs_wall_s"] = [row["wall_s"] for row in rows]
+    median["dropped_all_runs"] = sum(sum(row["dropped"].values()) for row in rows)
+    return median
+
+
+async def run_minions(local: Engine, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    document = make_document(pages=args.pages, seed=seed)
     task = Task(
         question=document.question,
         documents=(document.document,),
@@ -118,7 +132,7 @@ async def with_llama(args: argparse.Namespace) -> dict[str, Any]:
         )
         local = create_engine(spec)
         try:
-            row = await run_minions(local, args)
+            row = await run_many(local, args)
         finally:
             await local.aclose()
         row["engine"] = f"llama.cpp server ({args.slots} slots, {args.threads} threads)"
@@ -135,7 +149,7 @@ async def with_vllm(args: argparse.Namespace) -> dict[str, Any]:
     )
     local = create_engine(spec)
     try:
-        row = await run_minions(local, args)
+        row = await run_many(local, args)
     finally:
         await local.aclose()
     row["engine"] = "in-process vLLM"
@@ -150,17 +164,19 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['date']}, {report['device']}; MinionS, one round, {report['pages']}-page "
         f"synthetic document, {report['chunk_tokens']}-token chunks, {report['tasks']} tasks "
         f"over all chunks (a fixed planner stands in for the remote), `job_max_tokens` "
-        f"{report['job_max_tokens']}; the bundled model on both engines.",
+        f"{report['job_max_tokens']}; the bundled model on both engines. Median of "
+        f"{report['runs']} runs (each over a document of its own seed).",
         "",
-        "| local engine | jobs | wall s | jobs dropped (not no_answer) | local tokens/s "
-        "| completion tokens/s |",
+        "| local engine | jobs | wall s (median; all runs) | jobs dropped, all runs "
+        "(not no_answer) | local tokens/s | completion tokens/s |",
         "|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
+        runs = ", ".join(str(wall) for wall in row["runs_wall_s"])
         lines.append(
-            f"| {row['engine']} | {row['jobs']} | {row['wall_s']} | "
-            f"{sum(row['dropped'].values())} {row['dropped'] or ''} | "
-            f"{row['local_tokens_per_s']} | {row['completion_tokens_per_s']} |"
+            f"| {row['engine']} | {row['jobs']} | {row['wall_s']} ({runs}) | "
+            f"{row['dropped_all_runs']} | {row['local_tokens_per_s']} | "
+            f"{row['completion_tokens_per_s']} |"
         )
     lines.append(SECTION_END)
     return "\n".join(lines)
@@ -185,6 +201,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "chunk_tokens": args.chunk_tokens,
         "tasks": args.tasks,
         "job_max_tokens": args.job_max_tokens,
+        "runs": args.runs,
         "rows": [],
     }
     runners = {"llama": with_llama, "vllm": with_vllm}
@@ -205,6 +222,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ctx-per-slot", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--llama-url", help="a running llama.cpp server's /v1 URL")
     parser.add_argument(
         "--engines", type=lambda s: [e for e in s.split(",") if e], default=["llama", "vllm"]
@@ -215,6 +233,7 @@ def parse_args() -> argparse.Namespace:
 
 if __name__ == "__main__":  # vLLM spawns worker processes: the guard is required
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     arguments = parse_args()
     result = asyncio.run(main(arguments))
     section = markdown(result)

@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -28,6 +29,14 @@ from protocols import PROTOCOLS
 from service.engines import build_engine_set
 
 bench_app = typer.Typer(help="Evaluate protocols: accuracy, tokens, cost, latency.")
+
+GatewayUrl = Annotated[
+    str, typer.Option(envvar="MGW_GATEWAY_URL", help="the gateway to publish to")
+]
+AdminKeyOption = Annotated[
+    str | None, typer.Option(envvar="MGW_ADMIN_KEY", help="an admin key of that gateway")
+]
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8000"
 
 
 class TableFormat(StrEnum):
@@ -69,12 +78,20 @@ def bench(
             help="table (plain columns when stdout is not a terminal), markdown or json",
         ),
     ] = TableFormat.table,
+    publish: Annotated[
+        bool,
+        typer.Option("--publish", help="store the report in a gateway (its dashboard shows it)"),
+    ] = False,
+    gateway_url: GatewayUrl = DEFAULT_GATEWAY_URL,
+    admin_key: AdminKeyOption = None,
 ) -> None:
     """Run protocols over a dataset and report accuracy (95% CI), tokens, cost and latency."""
     if ctx.invoked_subcommand is not None:
         return
     if dataset is None:
         fail("dataset: --dataset FILE.jsonl is required (or use `bench make-synthetic`)", code=2)
+    if publish and not admin_key:
+        fail("admin-key: --publish needs an admin key (--admin-key or MGW_ADMIN_KEY)", code=2)
     chosen = [p.strip() for p in protocols.split(",") if p.strip()]
     unknown = [p for p in chosen if p not in PROTOCOLS]
     if unknown or not chosen:
@@ -126,6 +143,9 @@ def bench(
         plot = plot_accuracy_vs_cost(report, out.with_suffix(".png"))
         if output is not TableFormat.json:
             console.print(f"report: {out}; rows: {rows_file}; plot: {plot}", highlight=False)
+    if publish:
+        run_id = publish_report(report.model_dump_json(), gateway_url, str(admin_key))
+        console.print(f"published to {gateway_url} as {run_id}")
 
 
 def print_report(report: BenchReport, output: TableFormat) -> None:
@@ -142,6 +162,41 @@ def print_report(report: BenchReport, output: TableFormat) -> None:
         console.print(report_table(report))
     if report.remote_stand_in:
         console.print("no remote model configured: the local model stood in for it", style="yellow")
+
+
+def publish_report(report_json: str, gateway_url: str, admin_key: str) -> str:
+    """POST a report to the gateway's ``/v1/admin/bench-runs``; its run id."""
+    url = f"{gateway_url.rstrip('/')}/v1/admin/bench-runs"
+    headers = {"Authorization": f"Bearer {admin_key}", "Content-Type": "application/json"}
+    try:
+        response = httpx.post(url, content=report_json, headers=headers, timeout=60)
+    except httpx.HTTPError as exc:
+        fail(f"publish: could not reach {gateway_url}: {exc}")
+    if response.status_code != 201:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200]
+        fail(f"publish: the gateway refused the report ({response.status_code}): {message}")
+    run_id: str = response.json()["id"]
+    return run_id
+
+
+@bench_app.command("publish")
+def publish_command(
+    report: Annotated[Path, typer.Argument(help="a report written by `bench --out`")],
+    gateway_url: GatewayUrl = DEFAULT_GATEWAY_URL,
+    admin_key: AdminKeyOption = None,
+) -> None:
+    """Store an existing bench report in a gateway."""
+    if not admin_key:
+        fail("admin-key: publishing needs an admin key (--admin-key or MGW_ADMIN_KEY)", code=2)
+    try:
+        text = report.read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"report: cannot read {report}: {exc.strerror}", code=2)
+    run_id = publish_report(text, gateway_url, admin_key)
+    console.print(f"published {report} to {gateway_url} as {run_id}")
 
 
 def report_table(report: BenchReport) -> Table:

@@ -75,8 +75,36 @@ class DocumentService:
         except DocumentError as exc:
             raise _refusal(exc, "file") from None
         stored = await self.prepare(owner, document)
-        await self.store.documents.put(stored)
+        await self.check_quota(owner, [stored], "file")
+        await self.store.documents.put(stored, ttl_s=self.settings.document_ttl_s)
+        await self.store.documents.count_bytes(owner.id, [stored])
         return stored
+
+    async def check_quota(
+        self, owner: ApiKey, documents: Sequence[StoredDocument], param: str
+    ) -> None:
+        """``PayloadTooLarge`` (413) when storing ``documents`` would pass the key's quota."""
+        if owner.admin or not documents:
+            return
+        quota = self.settings.key_storage_quota_mb * 2**20
+        adding = sum(len(doc.payload().encode()) for doc in documents)
+        stored = await self.store.documents.stored_bytes(owner.id)
+        if stored + adding > quota:
+            raise PayloadTooLarge(
+                f"{param}: this key stores {stored / 2**20:.1f} MiB of documents and these add "
+                f"{adding / 2**20:.1f} MiB; its quota is {quota / 2**20:g} MiB "
+                "(MGW_KEY_STORAGE_QUOTA_MB): delete documents (DELETE /v1/documents/{id}) or wait "
+                "for unused ones to expire",
+                param=param,
+            )
+
+    async def delete(self, owner: ApiKey, document_id: str) -> None:
+        """Delete a document now (its owner, or an admin). Tasks still queued with it fail
+        ("no longer stored"); finished ones keep their results."""
+        stored = await self.store.documents.get(document_id)
+        if stored is None or (stored.owner != owner.id and not owner.admin):
+            raise NotFound(f"no document {document_id!r}", param="document_id")
+        await self.store.documents.delete(stored)
 
     async def resolve(
         self, owner: ApiKey, inputs: Sequence[DocumentInput]
@@ -99,6 +127,7 @@ class DocumentService:
                 inline.append(await self.prepare(owner, document, param))
                 resolved.append(inline[-1])
         self.check_tokens(sum(doc.tokens for doc in resolved), "documents")
+        await self.check_quota(owner, inline, "documents")
         return resolved, inline
 
     async def by_id(self, owner: ApiKey, document_id: str, param: str) -> StoredDocument:

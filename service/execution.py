@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,22 +147,35 @@ class TaskExecutor:
 
     # -- queued tasks -----------------------------------------------------------------------
     async def execute(
-        self, record: TaskRecord, cancel_reason: Callable[[], str | None], entry_id: str
+        self,
+        record: TaskRecord,
+        cancel_reason: Callable[[], str | None],
+        entry_id: str,
+        *,
+        run_token: str | None = None,
     ) -> None:
         """Run a queued task to a final status (or back to the queue on shutdown). ``entry_id``
         is its entry in the task stream, acknowledged with the task's end. A task still marked
         running was reclaimed from a runner that died: it starts again, reusing what that run
-        recorded."""
+        recorded. ``run_token`` fences the run: only the run whose token the task holds writes
+        its end (a stalled runner whose task was taken over writes nothing)."""
+        run_token = run_token or secrets.token_hex(8)
         started = time.time()
         moved = await self.store.tasks.transition(
             record.id,
             ("queued", "running"),
-            {"status": "running", "started_at": started, "attempts": record.attempts + 1},
+            {
+                "status": "running",
+                "started_at": started,
+                "attempts": record.attempts + 1,
+                "run_token": run_token,
+            },
         )
         if moved is not True:
             await self.store.tasks.done(entry_id)
             return
         record.started_at = started
+        record.run_token = run_token
         request = record.request
         run: Run | None = None
         events = EventWriter(self.store, record.id)
@@ -259,6 +273,9 @@ class TaskExecutor:
 
     def _interrupted(self, record: TaskRecord, run: Run | None, reason: str | None) -> Ending:
         partial = run.partial_usage() if run else None
+        if reason == "superseded":
+            # Another runner owns the task now; the fence refuses this run's end (_finish).
+            return Ending(None, {}, None, 0)
         if reason == "shutdown":
             # Bill what was spent, keep the rest reserved, and put the task back in the queue.
             spent = run.spent_nano if run else 0
@@ -287,7 +304,8 @@ class TaskExecutor:
         if run is not None:
             ending.fields |= run.billing_fields()
         store = self.store
-        async with store.redis.pipeline(transaction=True) as pipe:
+
+        async def write(pipe: Any) -> None:
             store.tasks.queue_update(pipe, record.id, ending.fields)
             if spent:
                 store.tasks.queue_add_billed(pipe, record.id, spent)
@@ -304,7 +322,22 @@ class TaskExecutor:
             else:
                 store.tasks.queue_done(pipe, entry_id)
                 store.tasks.queue_forget_checkpoints(pipe, record.id)
-            await pipe.execute()
+                settings = self.pool.settings
+                store.tasks.queue_expire(pipe, record.id, settings.task_ttl_s)
+                store.documents.queue_touch(
+                    pipe, record.request.get("document_ids", []), settings.document_ttl_s
+                )
+
+        # The fence: only the run that owns the task (its token) ends it, settling once.
+        if not await store.tasks.fenced_write(record.id, record.run_token, write):
+            logger.warning(
+                "task %s: another runner took it over; this run's end (%s, $%.6f) is not "
+                "written: the task is settled once, by the run that owns it",
+                record.id,
+                ending.status or "requeue",
+                spent / 1e9,
+            )
+            return
         if ending.status is not None:
             started = record.started_at or record.created_at
             self.metrics.task_finished(record.protocol, ending.status, finished - started)

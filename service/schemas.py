@@ -101,6 +101,11 @@ class TaskMI(BaseModel):
 
     status: MIStatus
     error: str | None = Field(default=None, description="why it was skipped or failed")
+    expires_at: float | None = Field(
+        default=None,
+        description="pending: when the estimate is due at the latest; past it, it is reported "
+        "as an error (the process scoring it died)",
+    )
     mi_nats: float | None = None
     mi_bits: float | None = None
     bits_per_token: float | None = None

@@ -136,6 +136,21 @@ class Settings(BaseSettings):
         '(JSON: {"mine": "my_pkg.my_study"}); give workers the same value',
     )
     event_stream_maxlen: Annotated[int, Field(gt=0)] = 10_000
+    task_ttl_s: Annotated[int, Field(gt=0)] = Field(
+        default=7 * 24 * 3600,
+        description="a finished task's record and event stream are deleted this long after it "
+        "ended (DELETE /v1/tasks/{id}?purge=true deletes them at once)",
+    )
+    document_ttl_s: Annotated[int, Field(gt=0)] = Field(
+        default=7 * 24 * 3600,
+        description="a stored document is deleted when no task has used it for this long "
+        "(DELETE /v1/documents/{id} deletes it at once)",
+    )
+    key_storage_quota_mb: Annotated[int, Field(gt=0)] = Field(
+        default=1024,
+        description="stored documents per non-admin key; a document that would pass it is "
+        "refused with 413 (delete some, or wait for unused ones to expire)",
+    )
     pdf_parse_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=30.0,
         description="wall-clock budget to extract one PDF's text (a child process, killed past "

@@ -15,6 +15,7 @@ from service import keys
 from service.budget import reservation_usd, worst_case_usd
 from service.documents import DocumentService
 from service.errors import BudgetExceeded, Conflict, NotFound, QueueFull
+from service.mi_background import expired
 from service.pool import EnginePool, RemoteChoice
 from service.privacy import with_privacy
 from service.runner import TaskRunner
@@ -174,6 +175,9 @@ class TaskService:
             )
         if admission.outcome == "budget":
             raise self.budgets.refused(key, amount, admission.available_nano)
+        # Used now: each document expires MGW_DOCUMENT_TTL_S after its last use.
+        await self.store.documents.touch([doc.id for doc in stored], self.settings.document_ttl_s)
+        await self.store.documents.count_bytes(key.id, inline)
         return record
 
     async def get(self, key: ApiKey, task_id: str) -> TaskRecord:
@@ -242,6 +246,18 @@ class TaskService:
             has_more=next_cursor is not None,
         )
 
+    async def purge(self, key: ApiKey, task_id: str) -> TaskRecord:
+        """Delete a finished task (record, events) now; the view it had is returned."""
+        record = await self.get(key, task_id)
+        if record.status not in TERMINAL:
+            raise Conflict(
+                f"task {task_id} is {record.status}; cancel it (DELETE without purge) and purge "
+                "it once it has ended",
+                param="purge",
+            )
+        await self.store.tasks.purge(record)
+        return record
+
     async def cancel(self, key: ApiKey, task_id: str) -> TaskRecord:
         record = await self.get(key, task_id)
         if record.status in TERMINAL:
@@ -270,6 +286,7 @@ class TaskService:
                 )
                 await self.store.summary.queue_settled(pipe, settled)
                 self.store.tasks.queue_index_settled(pipe, task_id, record.protocol, "cancelled")
+                self.store.tasks.queue_expire(pipe, task_id, self.settings.task_ttl_s)
                 await pipe.execute()
         else:
             await self.runner.cancel(task_id)
@@ -289,7 +306,7 @@ def view(record: TaskRecord) -> TaskView:
         "error": record.error,
         "partial_usage": record.partial_usage,
         "accuracy": record.accuracy,
-        "mi": record.mi,
+        "mi": expired(record.mi, time.time()),
         "billing": {
             "billed_usd": record.billed_nano / NANO,
             "reserved_usd": 0.0 if record.status in TERMINAL else record.reserved_nano / NANO,

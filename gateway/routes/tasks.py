@@ -99,8 +99,20 @@ async def get_task(task_id: str, key: CurrentKey, services: ServicesDep) -> Task
 
 
 @router.delete("/{task_id}", response_model=TaskView, responses=ERRORS)
-async def cancel_task(task_id: str, key: CurrentKey, services: ServicesDep) -> TaskView:
-    """Cancel a queued or running task. Running work is aborted; what it used is billed."""
+async def cancel_task(
+    task_id: str,
+    key: CurrentKey,
+    services: ServicesDep,
+    purge: Annotated[
+        bool,
+        Query(description="delete a finished task (record and events) now; 409 if not finished"),
+    ] = False,
+) -> TaskView:
+    """Cancel a queued or running task. Running work is aborted; what it used is billed. With
+    ``purge=true``: delete a finished task now (it is deleted MGW_TASK_TTL_S after it ended
+    otherwise); the response is its last view."""
+    if purge:
+        return view(await services.tasks.purge(key, task_id))
     return view(await services.tasks.cancel(key, task_id))
 
 

@@ -147,9 +147,9 @@ async def test_a_runner_that_reclaims_its_own_lapsed_entry_does_not_run_the_task
         runs: list[str] = []
         execute = executor.execute
 
-        async def counted(record: Any, *args: Any) -> None:
+        async def counted(record: Any, *args: Any, **kwargs: Any) -> None:
             runs.append(record.id)
-            await execute(record, *args)
+            await execute(record, *args, **kwargs)
 
         monkeypatch.setattr(executor, "execute", counted)
         key = await gw.new_key()

@@ -155,7 +155,7 @@ def llama_server(
         if not ready.wait(startup_timeout_s) or not address:
             raise RuntimeError(f"llama.cpp server did not start:\n{server.output()[-4000:]}")
         server.url = address["url"]
-        while not _healthy(server.url):
+        while not healthy(server.url):
             if not server.alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"llama.cpp server never became healthy:\n{server.output()}")
             time.sleep(0.05)
@@ -165,7 +165,8 @@ def llama_server(
         reader.join(timeout=5)
 
 
-def _healthy(url: str) -> bool:
+def healthy(url: str) -> bool:
+    """Whether the server at ``url`` answers ``/health`` with 200."""
     try:
         return httpx.get(f"{url}/health", timeout=2).status_code == 200
     except httpx.HTTPError:
