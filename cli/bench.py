@@ -137,15 +137,16 @@ def bench(
             if log is not None:
                 log.close()
     print_report(report, output)
+    # With --format json, stdout is only the JSON: where things went is said on stderr.
+    notes = errors if output is TableFormat.json else console
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report.model_dump_json(indent=2))
         plot = plot_accuracy_vs_cost(report, out.with_suffix(".png"))
-        if output is not TableFormat.json:
-            console.print(f"report: {out}; rows: {rows_file}; plot: {plot}", highlight=False)
+        notes.print(f"report: {out}; rows: {rows_file}; plot: {plot}", highlight=False)
     if publish:
         run_id = publish_report(report.model_dump_json(), gateway_url, str(admin_key))
-        console.print(f"published to {gateway_url} as {run_id}")
+        notes.print(f"published to {gateway_url} as {run_id}", highlight=False)
 
 
 def print_report(report: BenchReport, output: TableFormat) -> None:
