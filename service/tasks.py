@@ -12,6 +12,7 @@ from engines.prices import PriceTable
 from protocols import protocol_class
 from protocols.task import Options
 from service import keys
+from service.abandon import Abandoned
 from service.budget import reservation_usd, worst_case_usd
 from service.documents import DocumentService
 from service.errors import BudgetExceeded, Conflict, NotFound, QueueFull
@@ -102,10 +103,16 @@ class TaskService:
         self.settings = settings
 
     async def submit(
-        self, key: ApiKey, body: TaskCreate, idempotency_key: str | None
+        self,
+        key: ApiKey,
+        body: TaskCreate,
+        idempotency_key: str | None,
+        *,
+        abandoned: Abandoned | None = None,
     ) -> tuple[TaskRecord, bool]:
         """(the task, whether it was created now). The same Idempotency-Key and body return
-        the task that key created first."""
+        the task that key created first. ``abandoned`` (the client left) stops the parsing of
+        inline PDFs early."""
         task_id = new_task_id()
         claim: tuple[str, str] | None = None
         if idempotency_key is not None:
@@ -118,7 +125,7 @@ class TaskService:
                 return await self._replay(key, existing, fingerprint), False
             claim = (key.id, digest)
         try:
-            record = await self._create(key, body, task_id)
+            record = await self._create(key, body, task_id, abandoned)
         except BaseException:
             if claim is not None:
                 await self.store.tasks.release_idempotency(*claim)
@@ -139,11 +146,13 @@ class TaskService:
             await asyncio.sleep(0.02)
         raise Conflict("a request with this Idempotency-Key is still in progress; retry")
 
-    async def _create(self, key: ApiKey, body: TaskCreate, task_id: str) -> TaskRecord:
+    async def _create(
+        self, key: ApiKey, body: TaskCreate, task_id: str, abandoned: Abandoned | None = None
+    ) -> TaskRecord:
         options = body.options
         protocol_options = with_privacy(options.protocol_options(), key, self.settings)
         remote = self.pool.remote(options.remote_model)
-        stored, inline = await self.documents.resolve(key, body.documents)
+        stored, inline = await self.documents.resolve(key, body.documents, abandoned)
         # ``options`` is an ``Options``: unset fields hold the same defaults the run will use.
         amount, cap = self.budgets.plan(key, body.protocol, options, remote, options.max_cost_usd)
         record = TaskRecord(

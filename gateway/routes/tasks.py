@@ -71,7 +71,9 @@ async def submit_task(body: TaskCreate, request: Request) -> JSONResponse:
     # validate again: each of those costs showed in the submit rate. ``response_model`` still
     # documents the body, and the schema tests check it.
     key, services = key_of(request), services_of(request)
-    record, created = await services.tasks.submit(key, body, idempotency_key(request))
+    record, created = await services.tasks.submit(
+        key, body, idempotency_key(request), abandoned=request.is_disconnected
+    )
     accepted = {"id": record.id, "status": record.status}
     if created:
         return JSONResponse(accepted, status_code=202)
