@@ -19,6 +19,7 @@ from protocols.documents import (
 )
 from protocols.pdf_sandbox import PdfSandbox
 from protocols.task import Document
+from service.abandon import Abandoned, unless_abandoned
 from service.errors import InvalidRequest, NotFound, PayloadTooLarge
 from service.schemas import DocumentInput
 from service.settings import Settings
@@ -107,10 +108,14 @@ class DocumentService:
         await self.store.documents.delete(stored)
 
     async def resolve(
-        self, owner: ApiKey, inputs: Sequence[DocumentInput]
+        self,
+        owner: ApiKey,
+        inputs: Sequence[DocumentInput],
+        abandoned: Abandoned | None = None,
     ) -> tuple[list[StoredDocument], list[StoredDocument]]:
         """Every input as a stored document. Inline ones are not written yet: the caller queues
-        them in the pipeline that creates the task. Returns (all, the inline ones)."""
+        them in the pipeline that creates the task. Returns (all, the inline ones). An inline PDF
+        is parsed under its work budget, stopped early once ``abandoned()``."""
         if len(inputs) > self.settings.max_documents:
             raise InvalidRequest(
                 f"documents: {len(inputs)} documents; the limit is {self.settings.max_documents}",
@@ -123,7 +128,10 @@ class DocumentService:
             if item.document_id is not None:
                 resolved.append(await self.by_id(owner, item.document_id, param))
             else:
-                document = await self._parse(item, index, param)
+                parsing = self._parse(item, index, param)
+                document = await (
+                    unless_abandoned(abandoned, parsing) if item.pdf_base64 else parsing
+                )
                 inline.append(await self.prepare(owner, document, param))
                 resolved.append(inline[-1])
         self.check_tokens(sum(doc.tokens for doc in resolved), "documents")

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from engines.prices import PriceTable
 from protocols import protocol_class
 from protocols.task import Options
 from service import keys
+from service.abandon import Abandoned
 from service.budget import reservation_usd, worst_case_usd
 from service.documents import DocumentService
 from service.errors import BudgetExceeded, Conflict, NotFound, QueueFull
@@ -23,6 +25,7 @@ from service.schemas import TaskCreate, TaskList, TaskView
 from service.settings import Settings
 from service.store import TERMINAL, ApiKey, Store, TaskRecord, new_task_id
 from service.store.api_keys import NANO, to_nano
+from service.store.events import Event as TaskEvent
 from service.store.summary import Settled
 
 
@@ -102,10 +105,16 @@ class TaskService:
         self.settings = settings
 
     async def submit(
-        self, key: ApiKey, body: TaskCreate, idempotency_key: str | None
+        self,
+        key: ApiKey,
+        body: TaskCreate,
+        idempotency_key: str | None,
+        *,
+        abandoned: Abandoned | None = None,
     ) -> tuple[TaskRecord, bool]:
         """(the task, whether it was created now). The same Idempotency-Key and body return
-        the task that key created first."""
+        the task that key created first. ``abandoned`` (the client left) stops the parsing of
+        inline PDFs early."""
         task_id = new_task_id()
         claim: tuple[str, str] | None = None
         if idempotency_key is not None:
@@ -118,7 +127,7 @@ class TaskService:
                 return await self._replay(key, existing, fingerprint), False
             claim = (key.id, digest)
         try:
-            record = await self._create(key, body, task_id)
+            record = await self._create(key, body, task_id, abandoned)
         except BaseException:
             if claim is not None:
                 await self.store.tasks.release_idempotency(*claim)
@@ -139,11 +148,13 @@ class TaskService:
             await asyncio.sleep(0.02)
         raise Conflict("a request with this Idempotency-Key is still in progress; retry")
 
-    async def _create(self, key: ApiKey, body: TaskCreate, task_id: str) -> TaskRecord:
+    async def _create(
+        self, key: ApiKey, body: TaskCreate, task_id: str, abandoned: Abandoned | None = None
+    ) -> TaskRecord:
         options = body.options
         protocol_options = with_privacy(options.protocol_options(), key, self.settings)
         remote = self.pool.remote(options.remote_model)
-        stored, inline = await self.documents.resolve(key, body.documents)
+        stored, inline = await self.documents.resolve(key, body.documents, abandoned)
         # ``options`` is an ``Options``: unset fields hold the same defaults the run will use.
         amount, cap = self.budgets.plan(key, body.protocol, options, remote, options.max_cost_usd)
         record = TaskRecord(
@@ -185,6 +196,21 @@ class TaskService:
         if record is None or (record.key_id != key.id and not key.admin):
             raise NotFound(f"no task {task_id!r}", param="task_id")
         return record
+
+    async def events(self, key: ApiKey, task_id: str, after: str) -> AsyncIterator[TaskEvent]:
+        """The task's events after ``after`` (a stream id; "0": all), then live ones, until the
+        task ends. NotFound (raised at once) for a task the key may not see."""
+        await self.get(key, task_id)
+        return self._follow(task_id, after)
+
+    async def _follow(self, task_id: str, after: str) -> AsyncIterator[TaskEvent]:
+        async for event in self.store.events.follow(task_id, after):
+            if event is None:  # a quiet while: stop once the task has ended
+                record = await self.store.tasks.get(task_id)
+                if record is None or record.status in TERMINAL:
+                    return
+                continue
+            yield event
 
     async def find(
         self,

@@ -8,8 +8,8 @@ from fastapi import APIRouter, File, Request, Response, UploadFile
 
 from gateway.auth import CurrentKey
 from gateway.deps import ServicesDep
-from gateway.disconnect import unless_disconnected
 from protocols.documents import MAX_DOCUMENT_BYTES
+from service.abandon import unless_abandoned
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.schemas import DocumentCreated, ErrorEnvelope
 
@@ -36,8 +36,8 @@ async def upload_document(
         raise InvalidRequest("file: the file is empty", param="file")
     name = (file.filename or "document")[:256]
     # A PDF is parsed in a child process under a work budget; a client that leaves stops it.
-    stored = await unless_disconnected(
-        request, services.documents.upload(key, data, name, file.content_type)
+    stored = await unless_abandoned(
+        request.is_disconnected, services.documents.upload(key, data, name, file.content_type)
     )
     return DocumentCreated(
         document_id=stored.id, name=stored.document.name, pages=stored.pages, tokens=stored.tokens
