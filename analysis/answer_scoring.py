@@ -98,3 +98,9 @@ def score_answer(prediction: str, references: list[str], rel_tol: float = 0.01) 
         f1=max(token_f1(prediction, ref) for ref in references),
         numeric_match=any(numeric_match(prediction, ref, rel_tol) for ref in references),
     )
+
+
+def grade(answer: str, reference: str) -> dict[str, float | bool]:
+    """A task's accuracy against its one reference answer, as stored with the task."""
+    score = score_answer(answer, [reference])
+    return {"exact_match": score.exact_match, "f1": round(score.f1, 6)}

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from analysis.scorer_base import PrefixGroup, ScoredGroups, Scorer, ScorerInfo
 from analysis.scoring_template import ScoringTemplate, context_token_budget, truncate_middle_text
-from workers.engines.base import Engine
+from engines.base import Engine
 
 
 class EngineScorer(Scorer):

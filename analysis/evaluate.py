@@ -17,7 +17,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from analysis.answer_scoring import score_answer
-from analysis.costs import PriceTable
 from analysis.engine_scorer import EngineScorer
 from analysis.scorer_base import Scorer
 from analysis.task_mi import (
@@ -28,9 +27,10 @@ from analysis.task_mi import (
     score_task_mi,
     task_mi_inputs,
 )
+from engines.base import Engine, GenerationRequest
+from engines.prices import PriceTable
 from protocols import Document, Options, Result, Task, build_protocol
 from protocols.documents import load_document
-from workers.engines.base import Engine, GenerationRequest
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """I(X; Z) of one protocol run: what crossed from the local model to the remote, which context
 each of those texts was written from, and the estimate over them plus reference contexts.
 
-One code path for the gateway's background job (``gateway/mi_background.py``) and the
+One code path for the gateway's background job (``service/mi_background.py``) and the
 evaluation harness (``analysis/evaluate.py``). See docs/mutual_information.md, "Per task".
 
 * **Compressions.** ``minions``: every kept job output (``LocalOutput`` with a ``chunk_id``) as

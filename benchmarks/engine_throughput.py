@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from workers.engines.base import GenerationRequest
-from workers.engines.bundled_model import ensure_bundled_model
-from workers.engines.vllm_engine import VLLMEngine
+from engines.base import GenerationRequest
+from engines.bundled_model import ensure_bundled_model
+from engines.vllm_engine import VLLMEngine
 
 logger = logging.getLogger("benchmarks.engine_throughput")
 

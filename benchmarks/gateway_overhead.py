@@ -41,12 +41,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the packages, then tests/supp
 from support.scripted_engine import ScriptedEngine  # noqa: E402
 
 from gateway.app import create_app  # noqa: E402
-from gateway.chat_schemas import ChatCompletionRequest  # noqa: E402
-from gateway.engines import EngineSet  # noqa: E402
-from gateway.schemas import TaskCreate  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
-from gateway.store import EmbeddedRedis, Store  # noqa: E402
-from gateway.store.connection import client_for  # noqa: E402
+from service.chat_schemas import ChatCompletionRequest  # noqa: E402
+from service.engines import EngineSet  # noqa: E402
+from service.schemas import TaskCreate  # noqa: E402
+from service.settings import Settings  # noqa: E402
+from service.store import EmbeddedRedis, Store  # noqa: E402
+from service.store.connection import client_for  # noqa: E402
 
 logger = logging.getLogger("benchmarks.gateway_overhead")
 ADMIN_KEY = "bench-admin-key-0123456789abcdefghijklmnopq"

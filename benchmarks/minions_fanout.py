@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analysis.costs import Usage
-from gateway.engines import EngineSet, build_engine_set
-from gateway.settings import Settings
+from engines.base import Engine, GenerationRequest, GenerationResult
+from engines.usage import Usage
 from protocols import RemoteOnly, Task, build_protocol
 from protocols.base import CHAT_TEMPLATE_MARGIN
 from protocols.chunking import Chunk, chunk_documents
@@ -40,7 +39,8 @@ from protocols.jobs import build_jobs
 from protocols.plans import JobPlan, PlannedTask
 from protocols.synthetic import make_document
 from protocols.task import Options
-from workers.engines.base import Engine, GenerationRequest, GenerationResult
+from service.engines import EngineSet, build_engine_set
+from service.settings import Settings
 
 logger = logging.getLogger("benchmarks.minions_fanout")
 

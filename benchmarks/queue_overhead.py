@@ -28,8 +28,8 @@ from typing import Any
 import psutil
 import redis.asyncio as aioredis
 
-from analysis.costs import Usage
-from workers.engines.base import Engine, GenerationRequest, GenerationResult
+from engines.base import Engine, GenerationRequest, GenerationResult
+from engines.usage import Usage
 from workers.queue import QueuedEngine, live_workers
 from workers.worker import Worker, run_until_signalled
 

@@ -1,6 +1,5 @@
-"""The FastAPI app factory. The lifespan builds the store (Redis), the engines, the services and
-the task runner, and takes them down in order: the runner first (running tasks go back to the
-queue), then the engines, then the store."""
+"""The FastAPI app factory: routes, error handlers and middleware over the services, which the
+lifespan opens (``service.services.open_services``) and closes in order."""
 
 from __future__ import annotations
 
@@ -10,21 +9,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gateway.assembly import open_core
+from engines.base import Engine
 from gateway.auth import AuthMiddleware, document_security
-from gateway.deps import Services
-from gateway.documents import DocumentService
-from gateway.engines import EngineSet
 from gateway.errors import install_error_handlers
-from gateway.metrics import Metrics
 from gateway.middleware import BodyLimitMiddleware, MetricsMiddleware
 from gateway.routes import admin, analysis, chat, documents, health, studies, tasks
-from gateway.runner import ExternalRunners, TaskRunner
-from gateway.settings import Settings
-from gateway.store import Store
-from gateway.studies import StudyService
-from gateway.tasks import BudgetService, TaskService
-from workers.engines.base import Engine
+from service.engines import EngineSet
+from service.metrics import Metrics
+from service.services import open_services
+from service.settings import Settings
+from service.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -45,47 +39,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runner: TaskRunner | None = None
-        sidecar: StudyService | None = None
-        async with open_core(
-            settings, metrics, engines=engines, store=store, extra_remotes=extra_remotes
-        ) as core:
-            try:
-                the_store, pool, executor = core.store, core.pool, core.executor
-                docs = DocumentService(the_store, pool.local, settings)
-                budgets = BudgetService(the_store, pool, core.prices, settings)
-                # HTTP only: separate ``minions-gw runner`` processes run the queued tasks.
-                runner = core.runner() if settings.runner_enabled else ExternalRunners()
-                admin_token = settings.admin_key.get_secret_value() if settings.admin_key else None
-                generated = await the_store.api_keys.ensure_bootstrap(
-                    admin_token, settings.rate_limit_per_minute
-                )
-                if generated is not None and on_bootstrap_key is not None:
-                    on_bootstrap_key(generated)
-                app.state.settings = settings
-                app.state.store = the_store
-                app.state.services = Services(
-                    settings=settings,
-                    store=the_store,
-                    pool=pool,
-                    documents=docs,
-                    budgets=budgets,
-                    executor=executor,
-                    runner=runner,
-                    tasks=TaskService(the_store, pool, docs, budgets, runner, settings),
-                    metrics=metrics,
-                )
-                await runner.start()
-                sidecar = StudyService.from_settings(the_store.redis, settings)
-                app.state.studies = sidecar
-                await sidecar.start()
-                yield
-            finally:
-                if sidecar is not None:
-                    await sidecar.stop()
-                if runner is not None:
-                    # Before the core closes: running tasks go back to the queue first.
-                    await runner.stop()
+        async with open_services(
+            settings,
+            metrics,
+            engines=engines,
+            store=store,
+            extra_remotes=extra_remotes,
+            on_bootstrap_key=on_bootstrap_key,
+        ) as services:
+            app.state.services = services
+            yield
 
     app = FastAPI(
         title="minions-gateway",

@@ -3,7 +3,7 @@ route, so a new route is protected without doing anything; only the paths in ``P
 (and the dashboard's) are open.
 
 Keys are looked up by the id they carry and compared by SHA-256 hash in constant time
-(``gateway.store.api_keys``); a verified key is kept for ``auth_cache_ttl_s`` (default 2 s), so
+(``service.store.api_keys``); a verified key is kept for ``auth_cache_ttl_s`` (default 2 s), so
 revoking it from another process (the CLI, a second gateway) takes effect within that time, and at
 once on the gateway that revoked it. A middleware rather than a global dependency: it runs before
 routing and costs no dependency resolution on every request.
@@ -17,9 +17,10 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import Forbidden, RateLimited, Unauthorized, exception_response
-from gateway.settings import Settings
-from gateway.store import ApiKey, Store
+from gateway.errors import exception_response
+from service.errors import Forbidden, RateLimited, Unauthorized
+from service.settings import Settings
+from service.store import ApiKey, Store
 
 PUBLIC_PATHS = frozenset(
     {"/health", "/ready", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -76,9 +77,9 @@ class AuthMiddleware:
         if scope["type"] not in ("http", "websocket") or is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
-        state = scope["app"].state
+        services = scope["app"].state.services
         try:
-            key = await verify(state.store, state.settings, bearer_token(scope))
+            key = await verify(services.store, services.settings, bearer_token(scope))
         except Exception as exc:  # every failure answers in the envelope, as a route would
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION})

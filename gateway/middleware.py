@@ -10,7 +10,7 @@ from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import envelope
-from gateway.metrics import Metrics
+from service.metrics import Metrics
 
 
 class BodyTooLarge(HTTPException):

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from analysis.costs import PriceTable
+from engines.base import Engine
+from engines.prices import PriceTable
 from protocols.base import ContextOverflowError, Protocol
 from protocols.local_only import LocalOnly
 from protocols.minion import Minion
@@ -25,7 +26,6 @@ from protocols.minions import MinionS
 from protocols.remote_only import RemoteOnly
 from protocols.result import ProtocolName, Result
 from protocols.task import Document, Options, Task
-from workers.engines.base import Engine
 
 PROTOCOLS: dict[str, type[Protocol]] = {
     "minion": Minion,

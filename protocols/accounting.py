@@ -13,9 +13,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
-from analysis.costs import PriceTable, Usage
+from engines.base import Engine, GenerationRequest, GenerationResult
+from engines.prices import PriceTable
+from engines.usage import Usage
 from protocols.result import CallRecord, TokenCounts
-from workers.engines.base import Engine, GenerationRequest, GenerationResult
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from analysis.costs import PriceTable
+from engines.base import Engine, GenerationRequest, GenerationResult
+from engines.errors import EngineError
+from engines.prices import PriceTable
 from protocols.accounting import Events, EventSink, Recorder
 from protocols.chunking import Chunk, chunk_documents, fit_chunk_tokens
 from protocols.result import (
@@ -24,8 +26,6 @@ from protocols.result import (
     UsageReport,
 )
 from protocols.task import Document, Options, Task
-from workers.engines.base import Engine, GenerationRequest, GenerationResult
-from workers.engines.errors import EngineError
 
 logger = logging.getLogger(__name__)
 

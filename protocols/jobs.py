@@ -10,6 +10,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from engines.base import Engine, GenerationRequest, GenerationResult
 from protocols import prompts
 from protocols.base import CHAT_TEMPLATE_MARGIN, chunk_source, neutralize
 from protocols.chunking import Chunk
@@ -18,7 +19,6 @@ from protocols.result import JobCounts, LocalOutput
 from protocols.retrieval import ChunkRetriever
 from protocols.structured import parse_reply
 from protocols.task import Options
-from workers.engines.base import Engine, GenerationRequest, GenerationResult
 
 # Finding fields are clipped to this many characters before they cross to the remote.
 _FIELD_CHARS = 400

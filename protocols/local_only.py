@@ -3,6 +3,7 @@ call; longer ones are read chunk by chunk (map), and the notes combined locally 
 
 from __future__ import annotations
 
+from engines.base import GenerationRequest
 from protocols import prompts
 from protocols.base import (
     CHAT_TEMPLATE_MARGIN,
@@ -15,7 +16,6 @@ from protocols.base import (
 )
 from protocols.plans import is_empty_answer
 from protocols.result import LocalOutput, RoundRecord
-from workers.engines.base import GenerationRequest
 
 NOTHING_FOUND = "The documents do not appear to contain the answer."
 _MAX_REDUCE_LEVELS = 8

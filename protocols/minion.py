@@ -4,6 +4,7 @@ one JSON call to answer or to ask again; the last round only accepts an answer."
 
 from __future__ import annotations
 
+from engines.base import ChatMessage, GenerationRequest
 from protocols import prompts
 from protocols.base import (
     CHAT_TEMPLATE_MARGIN,
@@ -18,7 +19,6 @@ from protocols.chunking import Chunk
 from protocols.plans import ChatDecision, FinalChatDecision, is_empty_answer
 from protocols.result import LocalOutput, RemoteMessage, RoundRecord
 from protocols.structured import ask_json, salvage_answer
-from workers.engines.base import ChatMessage, GenerationRequest
 
 # Room kept in every local prompt for the remote's message; longer messages are clipped to it.
 MESSAGE_TOKENS = 512

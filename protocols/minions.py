@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from functools import cache
 
+from engines.base import ChatMessage
 from protocols import prompts
 from protocols.base import CHAT_TEMPLATE_MARGIN, Protocol, RunState, render_metadata
 from protocols.chunking import Chunk
@@ -16,7 +17,6 @@ from protocols.plans import AggregateDecision, FinalAggregateDecision, JobPlan, 
 from protocols.result import LocalOutput, RemoteMessage, RoundRecord
 from protocols.retrieval import ChunkRetriever
 from protocols.structured import ask_json, salvage_answer
-from workers.engines.base import ChatMessage
 
 # Tokens kept free in a job prompt for the task and advice text (the plan caps each at 1000
 # characters; the job is dropped as too long if they still do not fit).

@@ -3,6 +3,7 @@ denominator of every saving."""
 
 from __future__ import annotations
 
+from engines.base import GenerationRequest
 from protocols import prompts
 from protocols.base import (
     ContextOverflowError,
@@ -13,7 +14,6 @@ from protocols.base import (
 )
 from protocols.result import RemoteMessage
 from protocols.task import Task
-from workers.engines.base import GenerationRequest
 
 
 class RemoteOnly(Protocol):

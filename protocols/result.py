@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from analysis.costs import Usage
+from engines.usage import Usage
 
 ProtocolName = Literal["minion", "minions", "local_only", "remote_only"]
 PlanSource = Literal["remote", "fallback"]

@@ -14,9 +14,9 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from engines.base import ChatMessage, GenerationRequest
 from protocols.accounting import Recorder, Side
 from protocols.plans import json_schema_of
-from workers.engines.base import ChatMessage, GenerationRequest
 
 logger = logging.getLogger(__name__)
 

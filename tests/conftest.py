@@ -11,7 +11,7 @@ import pytest
 from support.paths import MODEL_CACHE_DIR
 from support.redis_queue import EmbeddedRedisServer
 
-from gateway.settings import Settings
+from service.settings import Settings
 
 # Environment a developer may have set must not leak into tests.
 for _name in list(os.environ):
@@ -33,7 +33,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
-    from workers.engines.bundled_model import ensure_bundled_model
+    from engines.bundled_model import ensure_bundled_model
 
     return ensure_bundled_model(MODEL_CACHE_DIR)
 
@@ -41,7 +41,7 @@ def model_dir() -> Path:
 @pytest.fixture(scope="session")
 async def local_engine(model_dir: Path) -> AsyncIterator[Any]:
     """The real bundled model in vLLM, shared by every test of the session."""
-    from workers.engines.vllm_engine import VLLMEngine
+    from engines.vllm_engine import VLLMEngine
 
     engine = VLLMEngine.start(
         str(model_dir), model_name="smollm2-135m-instruct", max_model_len=8192

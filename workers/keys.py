@@ -1,9 +1,8 @@
-"""Every Redis key (and the consumer-group name) of the local-LM job queue, in one place.
+"""Every Redis key (and consumer-group name) the workers own: the local-LM job queue, worker
+registrations and the study queue. The task service's keys are in ``service/keys.py``.
 
-Every key of the project (the gateway's task records, documents, API keys and usage, and the
-local-LM job queue) is named here. All share the ``mgw:`` prefix, so one ``SCAN mgw:*`` finds
-everything. Pool names and job ids are checked here, once, so a name can
-never break the key layout.
+All keys of the project share the ``mgw:`` prefix, so one ``SCAN mgw:*`` finds everything. Pool
+names and job ids are checked here, once, so a name can never break the key layout.
 
 =================================  ======  ==================================================
 key                                type    what
@@ -80,70 +79,6 @@ def pool_workers(pool: str) -> str:
     return f"{PREFIX}:pool:{check_name('pool', pool)}:workers"
 
 
-# -- the gateway ----------------------------------------------------------------------------
-
-# The task queue: a stream of task ids (field ``task``) that runners read through the consumer
-# group ``RUNNER_GROUP``; an entry is acknowledged and deleted when its task ends.
-TASK_STREAM = f"{PREFIX}:tasks:queue"
-RUNNER_GROUP = "runners"
-# Every task id, and every task id of one API key: sorted sets with score 0, ordered by id
-# (task ids start with their creation time, so lexical order is time order).
-TASKS = f"{PREFIX}:tasks"
-API_KEYS = f"{PREFIX}:keys"
-BOOTSTRAPPED = f"{PREFIX}:meta:bootstrapped"
-
-
-def task(task_id: str) -> str:
-    """Hash: the task record."""
-    return f"{PREFIX}:task:{task_id}"
-
-
-def task_events(task_id: str) -> str:
-    """Stream: the task's progress events, replayed to late SSE clients."""
-    return f"{PREFIX}:task:{task_id}:events"
-
-
-def tasks_of(key_id: str) -> str:
-    return f"{PREFIX}:tasks:key:{key_id}"
-
-
-def document(document_id: str) -> str:
-    """String: the document as JSON (name, pages, token count, owner); the id hashes owner and
-    content, so one document is stored once."""
-    return f"{PREFIX}:doc:{document_id}"
-
-
-def idempotency(key_id: str, digest: str) -> str:
-    """String: the task id an Idempotency-Key (hashed) of one API key created."""
-    return f"{PREFIX}:idem:{key_id}:{digest}"
-
-
-def api_key(key_id: str) -> str:
-    """Hash: an API key's record: its SHA-256, name, flags, budget and spend (nano-USD)."""
-    return f"{PREFIX}:key:{key_id}"
-
-
-def rate(key_id: str, window: int) -> str:
-    """Counter: requests of one key in one fixed one-minute window."""
-    return f"{PREFIX}:rate:{key_id}:{window}"
-
-
-def usage(by: str, value: str) -> str:
-    """Hash: usage totals for one key, protocol or day."""
-    return f"{PREFIX}:usage:{by}:{value}"
-
-
-def usage_index(by: str) -> str:
-    """Set: the values seen for one usage dimension (key ids, protocols, days)."""
-    return f"{PREFIX}:usage-index:{by}"
-
-
-def task_remote_calls(task_id: str) -> str:
-    """Hash: a task's recorded remote replies (call key -> JSON), so a runner that restarts the
-    task after its first runner died does not pay for them again."""
-    return f"{PREFIX}:task:{task_id}:remote"
-
-
 # -- the research sidecar ------------------------------------------------------------------
 STUDIES = f"{PREFIX}:studies"  # zset: every study id (ids sort by creation time)
 # Stream of study ids waiting to run (field ``study``), read through the consumer group
@@ -151,7 +86,6 @@ STUDIES = f"{PREFIX}:studies"  # zset: every study id (ids sort by creation time
 # the gateway itself; an entry is acknowledged and deleted when its study ends.
 STUDY_STREAM = f"{PREFIX}:studies:jobs"
 STUDY_GROUP = "study-runners"
-MI_REFERENCE = f"{PREFIX}:mi:reference"  # list: recent task chunks (capped), MI reference contexts
 
 
 def study(study_id: str) -> str:

@@ -30,9 +30,9 @@ from typing import Any, Protocol, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from engines.base import Engine, GenerationResult
+from engines.errors import EngineError
 from workers import keys
-from workers.engines.base import Engine, GenerationResult
-from workers.engines.errors import EngineError
 from workers.queue import ledger, registry
 from workers.queue.jobs import (
     Job,

@@ -8,8 +8,8 @@ from fastapi import APIRouter
 
 from gateway.auth import AdminKey
 from gateway.deps import ServicesDep
-from gateway.errors import NotFound
-from gateway.schemas import (
+from service.errors import NotFound
+from service.schemas import (
     ErrorEnvelope,
     KeyCreate,
     KeyCreated,
@@ -19,8 +19,8 @@ from gateway.schemas import (
     UsageReport,
     WorkersReport,
 )
-from gateway.store import ApiKey
-from gateway.store.api_keys import NANO
+from service.store import ApiKey
+from service.store.api_keys import NANO
 from workers.queue import all_pools
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])

@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from analysis.mutual_information import MIEstimate
 from gateway.auth import CurrentKey
 from gateway.deps import ServicesDep
-from gateway.mi import MIRequest, estimate
-from gateway.schemas import ErrorEnvelope
+from service.mi import MIRequest, estimate
+from service.schemas import ErrorEnvelope
 
 router = APIRouter(prefix="/v1/analysis", tags=["analysis"])
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -12,13 +12,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
-from gateway import chat
 from gateway.auth import CurrentKey
-from gateway.chat_schemas import ChatCompletion, ChatCompletionRequest, ModelList
 from gateway.deps import ServicesDep
-from gateway.errors import describe, envelope
-from gateway.schemas import ErrorEnvelope
+from gateway.errors import envelope
 from protocols import Result
+from service import chat
+from service.chat_schemas import ChatCompletion, ChatCompletionRequest, ModelList
+from service.errors import describe
+from service.schemas import ErrorEnvelope
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -8,9 +8,9 @@ from fastapi import APIRouter, File, UploadFile
 
 from gateway.auth import CurrentKey
 from gateway.deps import ServicesDep
-from gateway.errors import InvalidRequest, PayloadTooLarge
-from gateway.schemas import DocumentCreated, ErrorEnvelope
 from protocols.documents import MAX_DOCUMENT_BYTES
+from service.errors import InvalidRequest, PayloadTooLarge
+from service.schemas import DocumentCreated, ErrorEnvelope
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 ERRORS: dict[int | str, dict[str, Any]] = {

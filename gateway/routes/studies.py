@@ -14,8 +14,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth import AdminKey
-from gateway.schemas import ErrorEnvelope
-from gateway.studies import StudiesDep
+from gateway.deps import StudiesDep
+from service.schemas import ErrorEnvelope
 from workers.studies.store import StudyRecord
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])

@@ -14,8 +14,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.auth import CurrentKey, key_of
 from gateway.deps import ServicesDep, services_of
-from gateway.errors import InvalidRequest
-from gateway.schemas import (
+from service.errors import InvalidRequest
+from service.schemas import (
     ErrorEnvelope,
     ProtocolName,
     TaskAccepted,
@@ -24,8 +24,8 @@ from gateway.schemas import (
     TaskStatus,
     TaskView,
 )
-from gateway.store import TERMINAL
-from gateway.tasks import view
+from service.store import TERMINAL
+from service.tasks import view
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])

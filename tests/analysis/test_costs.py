@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.costs import ModelPrice, PriceTable, Usage
+from engines.prices import ModelPrice, PriceTable
+from engines.usage import Usage
 
 
 def test_usage_adds_and_sums() -> None:

@@ -18,12 +18,12 @@ from support.mi_engines import (
 )
 from support.scripted_engine import ScriptedEngine
 
-from analysis.costs import PriceTable
 from analysis.evaluate import bootstrap_ci, evaluate, load_dataset, plot_accuracy_vs_cost
 from analysis.synthetic_dataset import make_synthetic_dataset
-from gateway.cli.bench import report_table
+from cli.bench import report_table
+from engines.base import GenerationRequest
+from engines.prices import PriceTable
 from protocols import Options
-from workers.engines.base import GenerationRequest
 
 QUESTION = re.compile(r"What is the (.+?) for the (.+?)\?")
 

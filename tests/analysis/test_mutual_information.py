@@ -28,7 +28,7 @@ from analysis.scoring_template import (
     truncate_middle,
     truncate_middle_text,
 )
-from workers.engines.base import Engine, GenerationRequest, GenerationResult
+from engines.base import Engine, GenerationRequest, GenerationResult
 
 INFO = ScorerInfo(kind="fake", model="fake-model", template="plain-v1", window=4096)
 

@@ -8,7 +8,6 @@ import math
 import pytest
 from support.mi_engines import ScoringLocal, planted_term, remote_planner
 
-from analysis.costs import PriceTable
 from analysis.engine_scorer import EngineScorer
 from analysis.task_mi import (
     MILimits,
@@ -19,6 +18,7 @@ from analysis.task_mi import (
     score_task_mi,
     task_mi_inputs,
 )
+from engines.prices import PriceTable
 from protocols import Document, Options, Result, Task, build_protocol
 
 PAGES = ("The alpha code is 1111.", "The bravo code is 2222.", "Lunch is at noon.")

@@ -14,10 +14,10 @@ import pytest
 from gateway_helpers import ADMIN_KEY, Gateway, RunningGateway, scripted_engines, serve_in_loop
 
 from gateway.app import create_app
-from gateway.engines import EngineSet
-from gateway.settings import Settings
-from gateway.store import EmbeddedRedis, Store
-from gateway.store.connection import client_for
+from service.engines import EngineSet
+from service.settings import Settings
+from service.store import EmbeddedRedis, Store
+from service.store.connection import client_for
 
 
 @pytest.fixture(scope="session")

@@ -17,10 +17,10 @@ import uvicorn
 from fastapi import FastAPI
 from support.scripted_engine import ScriptedEngine
 
-from gateway.deps import Services
-from gateway.engines import EngineSet
-from gateway.store import Store
-from workers.engines.base import GenerationRequest, GenerationResult
+from engines.base import GenerationRequest, GenerationResult
+from service.engines import EngineSet
+from service.services import Services
+from service.store import Store
 
 ADMIN_KEY = "test-admin-key-0123456789abcdefghijklmnop"
 CODE_DOC = "The weather was mild.\fThe access code for the north warehouse is 4817.\fLunch at noon."

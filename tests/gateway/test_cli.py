@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support.paths import MODEL_CACHE_DIR
 
-CLI = [sys.executable, "-m", "gateway.cli"]
+CLI = [sys.executable, "-m", "cli"]
 
 
 def run_cli(

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-CLI = [sys.executable, "-m", "gateway.cli"]
+CLI = [sys.executable, "-m", "cli"]
 
 
 def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ from typing import Any
 from gateway_helpers import ADMIN_KEY, CODE_DOC, auth, scripted_engines
 from support.redis_queue import TEST_TIMING, wait_for_workers
 
-from gateway.store import Store
+from service.store import Store
 from workers import keys
 from workers.worker import Worker
 

@@ -15,7 +15,7 @@ import openai
 import pytest
 from gateway_helpers import ADMIN_KEY, auth
 
-from gateway.engines import EngineSet
+from service.engines import EngineSet
 
 pytestmark = pytest.mark.model
 

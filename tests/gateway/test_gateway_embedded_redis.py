@@ -18,7 +18,7 @@ from support.processes import Processes, free_port, process_env
 from support.redis_queue import wait_for_workers, wait_until
 from support.scripted_engine import ScriptedEngine
 
-from gateway.store.connection import URL_FILE
+from service.store.connection import URL_FILE
 
 pytestmark = pytest.mark.slow
 

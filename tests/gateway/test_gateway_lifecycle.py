@@ -8,8 +8,8 @@ from typing import Any
 
 from gateway_helpers import ADMIN_KEY, CODE_DOC, GatedEngine, Gateway, auth, scripted_engines
 
-from gateway.store import Store
-from workers import keys
+from service import keys
+from service.store import Store
 
 SLOW = {
     "protocol": "minions",

@@ -9,11 +9,11 @@ import pytest
 from gateway_helpers import GatedEngine
 from support.scripted_engine import ScriptedEngine
 
-from analysis.costs import PriceTable
-from gateway.budget import remote_call_bound, reservation_usd, worst_case_usd
-from gateway.metering import CostCapReached, MeteredEngine, prompt_token_bound
+from engines.base import GenerationRequest
+from engines.prices import PriceTable
 from protocols.task import Options
-from workers.engines.base import GenerationRequest
+from service.budget import remote_call_bound, reservation_usd, worst_case_usd
+from service.metering import CostCapReached, MeteredEngine, prompt_token_bound
 
 PRICES = PriceTable.default()  # gpt-4o: $2.50 / M input, $10 / M output
 

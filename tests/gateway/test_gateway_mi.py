@@ -1,5 +1,5 @@
 """Mutual information of each minion/minions task, scored in the background after it succeeds
-(gateway/mi_background.py), over scripted engines whose estimates are known by hand
+(service/mi_background.py), over scripted engines whose estimates are known by hand
 (support.mi_engines) and a real Redis."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from support.mi_engines import (
 )
 from support.scripted_engine import ScriptedEngine
 
-from gateway.engines import EngineSet
-from workers import keys
+from service import keys
+from service.engines import EngineSet
 
 NAMES = ("alpha", "bravo", "charlie", "delta")
 

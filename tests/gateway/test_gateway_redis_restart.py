@@ -12,12 +12,12 @@ from gateway_helpers import ADMIN_KEY, CODE_DOC, RunningGateway, auth, scripted_
 from support.redis_queue import EmbeddedRedisServer
 from support.scripted_engine import ScriptedEngine
 
+from engines.base import GenerationRequest, GenerationResult
 from gateway.app import create_app
-from gateway.engines import EngineSet
-from gateway.settings import Settings
-from gateway.store import Store
-from gateway.store.connection import client_for
-from workers.engines.base import GenerationRequest, GenerationResult
+from service.engines import EngineSet
+from service.settings import Settings
+from service.store import Store
+from service.store.connection import client_for
 
 
 class HeldEngine(ScriptedEngine):

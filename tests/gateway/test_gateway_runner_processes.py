@@ -21,8 +21,9 @@ from support.processes import Process, Processes, free_port, process_env
 from support.redis_queue import TEST_TIMING, wait_for_workers, wait_until
 from support.scripted_engine import CRASH_EXIT_CODE, ScriptedEngine
 
-from gateway.store import Store
-from workers import keys
+from service import keys
+from service.store import Store
+from workers import keys as worker_keys
 
 pytestmark = pytest.mark.slow
 
@@ -140,7 +141,7 @@ async def test_a_sigkilled_runner_s_task_is_completed_by_the_other_without_payin
 
     # Mid-flight: the plan (a paid remote call) is recorded and the local jobs are held.
     async def mid_flight() -> bool:
-        held = await store.redis.xpending(keys.job_stream(POOL), keys.JOB_GROUP)
+        held = await store.redis.xpending(worker_keys.job_stream(POOL), worker_keys.JOB_GROUP)
         return held["pending"] > 0 and await holder_of(store, task_id) is not None
 
     await wait_until(mid_flight, 60, "the task's local jobs to be in flight")
@@ -315,7 +316,7 @@ async def test_twenty_tasks_survive_a_worker_sigkilled_while_it_holds_jobs(
 
     async def victim_holds_jobs() -> bool:
         rows: Any = await store.redis.xpending_range(
-            keys.job_stream(POOL), keys.JOB_GROUP, "-", "+", 100, "victim"
+            worker_keys.job_stream(POOL), worker_keys.JOB_GROUP, "-", "+", 100, "victim"
         )
         return len(rows) > 0
 
@@ -324,7 +325,7 @@ async def test_twenty_tasks_survive_a_worker_sigkilled_while_it_holds_jobs(
     victim.popen.send_signal(signal.SIGKILL)
     victim.popen.wait(timeout=30)
     lost: Any = await store.redis.xpending_range(
-        keys.job_stream(POOL), keys.JOB_GROUP, "-", "+", 100, "victim"
+        worker_keys.job_stream(POOL), worker_keys.JOB_GROUP, "-", "+", 100, "victim"
     )
     assert lost, "the killed worker's jobs stay pending under its name"
 
@@ -334,8 +335,10 @@ async def test_twenty_tasks_survive_a_worker_sigkilled_while_it_holds_jobs(
         assert record.result["answer"] == "4817"
         # one task over the three pages: three local jobs, each run and counted once
         assert record.result["usage"]["local_requests"] == 3, record.result["usage"]
-    stats = await store.redis.hgetall(keys.pool_stats(POOL))
+    stats = await store.redis.hgetall(worker_keys.pool_stats(POOL))
     assert int(stats["enqueued"]) == 60
     assert int(stats["reclaimed"]) >= len(lost)
-    assert await store.redis.xlen(keys.job_stream(POOL)) == 0
-    assert (await store.redis.xpending(keys.job_stream(POOL), keys.JOB_GROUP))["pending"] == 0
+    assert await store.redis.xlen(worker_keys.job_stream(POOL)) == 0
+    assert (await store.redis.xpending(worker_keys.job_stream(POOL), worker_keys.JOB_GROUP))[
+        "pending"
+    ] == 0

@@ -20,9 +20,9 @@ from pydantic import SecretStr
 from support.openai_server import serve_in_thread
 
 from gateway.app import create_app
-from gateway.settings import Settings
-from gateway.store import EmbeddedRedis
-from gateway.store.connection import client_for
+from service.settings import Settings
+from service.store import EmbeddedRedis
+from service.store.connection import client_for
 
 
 def _flush(url: str) -> None:

@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from gateway_helpers import ADMIN_KEY, CODE_DOC, Gateway, auth
 
 from gateway.auth import PUBLIC_PATHS
-from gateway.store.api_keys import NANO
+from service.store.api_keys import NANO
 
 
 def concrete(path: str) -> str:

@@ -8,12 +8,12 @@ import time
 
 from redis.asyncio import Redis
 
-from gateway.store import Store, TaskRecord, new_task_id
-from gateway.store.api_keys import ApiKeyStore
-from gateway.store.documents import StoredDocument
-from gateway.store.rate_limits import RateLimiter, lease_block
 from protocols.task import Document
-from workers import keys
+from service import keys
+from service.store import Store, TaskRecord, new_task_id
+from service.store.api_keys import ApiKeyStore
+from service.store.documents import StoredDocument
+from service.store.rate_limits import RateLimiter, lease_block
 
 
 def _record(key_id: str, reserved_nano: int = 0) -> TaskRecord:

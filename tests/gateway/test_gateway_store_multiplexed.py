@@ -17,8 +17,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.store.connection import client_for
-from gateway.store.multiplexed import MultiplexedConnection, register_script
+from service.store.connection import client_for
+from service.store.multiplexed import MultiplexedConnection, register_script
 
 PREFIX = "mgw:test:multiplexed"
 

@@ -172,13 +172,13 @@ async def test_a_worker_process_runs_a_study_queued_over_http(
         "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'tests'}",
     }
     with serve_in_thread(build_app(ScriptedEngine(default="ok"), FaultPlan())) as url:
-        command = [sys.executable, "-m", "gateway.cli", "--log-level", "INFO", "worker"]
+        command = [sys.executable, "-m", "cli", "--log-level", "INFO", "worker"]
         command += ["--engine", "openai", "--model", "m", "--base-url", f"{url}/v1"]
         command += ["--name", "study-worker"]
         process = start(command, env)
         try:
             async with make_gateway(extra_studies=EXTRA_STUDIES, local_pool="default") as gw:
-                assert gw.app.state.studies.consumer is None
+                assert gw.app.state.services.studies.consumer is None
                 created = await gw.client.post(
                     "/v1/studies/fake", json={"seed": 3}, headers=auth(ADMIN_KEY)
                 )

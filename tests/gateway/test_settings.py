@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 from support.scripted_engine import ScriptedEngine
 
-from gateway.engines import build_engine_set
-from gateway.settings import Settings
+from service.engines import build_engine_set
+from service.settings import Settings
 
 
 def test_env_prefix_and_openai_key_alias(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from support.scripted_engine import ScriptedEngine
 
-from analysis.costs import PriceTable
+from engines.prices import PriceTable
 from protocols.task import Document, Options, Task
 
 

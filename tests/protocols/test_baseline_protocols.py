@@ -7,10 +7,10 @@ from collections.abc import Callable
 import pytest
 from support.scripted_engine import ScriptedEngine
 
-from analysis.costs import PriceTable
+from engines.base import GenerationRequest
+from engines.prices import PriceTable
 from protocols import ContextOverflowError, LocalOnly, RemoteOnly
 from protocols.task import Task
-from workers.engines.base import GenerationRequest
 
 PAGES = ["The weather was mild.", "The access code is 4817.", "Lunch was at noon."]
 

@@ -7,11 +7,12 @@ from collections.abc import Callable
 
 from support.scripted_engine import ScriptedEngine
 
-from analysis.costs import PriceTable, Usage
+from engines.base import GenerationRequest
+from engines.prices import PriceTable
+from engines.usage import Usage
 from protocols import Minion
 from protocols.plans import FinalChatDecision
 from protocols.task import Task
-from workers.engines.base import GenerationRequest
 
 PAGES = [
     "SECRETFILLER the weather was mild in spring.",

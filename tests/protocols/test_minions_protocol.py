@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 from support.scripted_engine import ScriptedEngine
 
-from analysis.costs import PriceTable, Usage
+from engines.base import GenerationRequest
+from engines.prices import PriceTable
+from engines.usage import Usage
 from protocols import MinionS, build_protocol
 from protocols.plans import FinalAggregateDecision, JobPlan
 from protocols.task import Task
-from workers.engines.base import GenerationRequest
 
 FINAL = json.dumps({"decision": "final_answer", "answer": "4817", "scratchpad": "found it"})
 PAGES = [

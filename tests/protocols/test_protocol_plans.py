@@ -9,7 +9,8 @@ import pytest
 from pydantic import ValidationError
 from support.scripted_engine import ScriptedEngine
 
-from analysis.costs import PriceTable
+from engines.base import ChatMessage
+from engines.prices import PriceTable
 from protocols.accounting import Events, Recorder
 from protocols.plans import (
     AggregateDecision,
@@ -22,7 +23,6 @@ from protocols.plans import (
     job_plan_schema,
 )
 from protocols.structured import JSONParseError, ask_json, extract_json_object, salvage_answer
-from workers.engines.base import ChatMessage
 
 CONTEXT = {"chunk_count": 20, "max_tasks": 8}
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from analysis.costs import PriceTable
+from engines.prices import PriceTable
 from protocols import Result, Task, build_protocol
 from protocols.synthetic import make_document
 

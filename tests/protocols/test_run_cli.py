@@ -9,10 +9,10 @@ import pytest
 from support.scripted_engine import ScriptedEngine
 from typer.testing import CliRunner
 
-import gateway.cli.run as run_module
-from gateway.cli import app
-from gateway.engines import EngineSet
-from gateway.settings import Settings
+import cli.run as run_module
+from cli import app
+from service.engines import EngineSet
+from service.settings import Settings
 
 PLAN = json.dumps({"tasks": [{"task": "Find the code", "chunks": "all"}]})
 FINAL = json.dumps({"decision": "final_answer", "answer": "4817", "scratchpad": ""})

@@ -18,9 +18,9 @@ import math
 import re
 from collections.abc import Sequence
 
+from engines.base import GenerationRequest
+from engines.errors import EngineError
 from support.scripted_engine import ScriptedEngine
-from workers.engines.base import GenerationRequest
-from workers.engines.errors import EngineError
 
 _FACT = re.compile(r" is (\d{4})\.")
 PLAN = json.dumps({"tasks": [{"task": "Find the value", "advice": "", "chunks": "all"}]})

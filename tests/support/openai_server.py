@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from workers.engines.base import ChatMessage, Engine, GenerationRequest
+from engines.base import ChatMessage, Engine, GenerationRequest
 
 Fault = str  # "429", "500", "401", "404", "400", "hang", "malformed", "ok"
 

@@ -16,7 +16,7 @@ import httpx
 
 from support.paths import REPO_ROOT
 
-CLI = [sys.executable, "-m", "gateway.cli"]
+CLI = [sys.executable, "-m", "cli"]
 
 
 def process_env(**extra: str) -> dict[str, str]:

@@ -16,9 +16,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from analysis.costs import Usage
-from workers.engines.base import Engine, FinishReason, GenerationRequest, GenerationResult
-from workers.engines.errors import EngineError
+from engines.base import Engine, FinishReason, GenerationRequest, GenerationResult
+from engines.errors import EngineError
+from engines.usage import Usage
 
 Reply = str | Callable[[GenerationRequest], str]
 

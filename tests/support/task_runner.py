@@ -1,4 +1,4 @@
-"""Test-only launcher: ``minions-gw runner``'s loop (``gateway.cli.runner.run_runner``) over
+"""Test-only launcher: ``minions-gw runner``'s loop (``cli.runner.run_runner``) over
 scripted engines, as its own process, configured from the ``MGW_*`` environment like the real
 command.
 
@@ -16,9 +16,9 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from gateway.cli.runner import run_runner
-from gateway.engines import EngineSet
-from gateway.settings import Settings
+from cli.runner import run_runner
+from service.engines import EngineSet
+from service.settings import Settings
 from support.scripted_engine import ScriptedEngine, SlowScriptedEngine
 
 

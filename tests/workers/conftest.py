@@ -21,7 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 from support.redis_queue import TEST_TIMING, EmbeddedRedisServer, wait_for_workers
 
-from workers.engines.base import Engine
+from engines.base import Engine
 from workers.queue.jobs import QueueTiming
 from workers.worker import Worker
 

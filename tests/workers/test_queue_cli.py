@@ -17,7 +17,7 @@ from support.openai_server import FaultPlan, build_app, serve_in_thread
 from support.redis_queue import TEST_TIMING, wait_for_workers
 from support.scripted_engine import ScriptedEngine, echo
 
-from workers.engines.base import GenerationRequest
+from engines.base import GenerationRequest
 from workers.queue import QueuedEngine, live_workers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ def openai_url() -> Iterator[str]:
 
 def minions_gw(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "--log-level", "INFO", *args],
+        [sys.executable, "-m", "cli", "--log-level", "INFO", *args],
         cwd=REPO_ROOT,
         env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
@@ -87,7 +87,7 @@ async def test_the_worker_command_serves_a_pool_until_sigterm(
 def test_the_worker_command_refuses_bad_settings_clearly(args: list[str], error: str) -> None:
     from typer.testing import CliRunner
 
-    from gateway.cli import app
+    from cli import app
 
     result = CliRunner().invoke(app, ["worker", *args])
     assert result.exit_code == 2

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from support.redis_queue import TEST_TIMING, EmbeddedRedisServer, wait_for_workers, wait_until
 
+from engines.base import GenerationRequest, GenerationResult
 from workers import keys
-from workers.engines.base import GenerationRequest, GenerationResult
 from workers.queue import QueuedEngine, live_workers
 
 SpawnWorker = Callable[..., subprocess.Popen[bytes]]

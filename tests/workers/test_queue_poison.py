@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 from support.redis_queue import TEST_TIMING, wait_for_workers
 from support.scripted_engine import CRASH_EXIT_CODE, ScriptedEngine, echo
 
+from engines.base import GenerationRequest
 from workers import keys
-from workers.engines.base import GenerationRequest
 from workers.queue import DeadLetteredError, QueuedEngine
 from workers.worker import Worker
 

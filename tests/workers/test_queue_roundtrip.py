@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 from support.redis_queue import TEST_TIMING, wait_until
 from support.scripted_engine import ScriptedEngine, SlowScriptedEngine, echo
 
+from engines.base import GenerationRequest
+from engines.errors import EngineCapabilityError
 from workers import keys
-from workers.engines.base import GenerationRequest
-from workers.engines.errors import EngineCapabilityError
 from workers.queue import NoLiveWorkerError, QueuedEngine, pool_depth
 from workers.queue.registry import heartbeat
 from workers.worker import Worker

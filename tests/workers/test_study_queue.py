@@ -21,8 +21,8 @@ from support.redis_queue import TEST_TIMING, wait_until
 from support.scripted_engine import SlowScriptedEngine
 
 from analysis.studies import study_registry
+from engines.base import GenerationRequest
 from workers import keys
-from workers.engines.base import GenerationRequest
 from workers.queue import QueuedEngine
 from workers.studies.consumer import StudyConsumer, StudyTiming
 from workers.studies.store import StudyRecord, StudyStore, new_study_id

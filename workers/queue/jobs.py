@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from analysis.costs import Usage
-from workers.engines.base import GenerationRequest, GenerationResult
-from workers.engines.errors import EngineCapabilityError, EngineError
+from engines.base import GenerationRequest, GenerationResult
+from engines.errors import EngineCapabilityError, EngineError
+from engines.usage import Usage
 
 JobKind = Literal["generate", "score"]
 # invalid / capability / failed: the engine refused the job for good (no retry);

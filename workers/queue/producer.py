@@ -24,8 +24,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from engines.base import Engine, GenerationRequest, GenerationResult, validate_continuations
 from workers import keys
-from workers.engines.base import Engine, GenerationRequest, GenerationResult, validate_continuations
 from workers.queue import registry
 from workers.queue.jobs import (
     Job,

@@ -19,8 +19,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from engines.base import Engine
 from workers import keys
-from workers.engines.base import Engine
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import pytest
 from support.openai_server import FaultPlan, build_app, serve_in_thread
 from support.scripted_engine import ScriptedEngine
 
-from workers.engines.base import GenerationRequest
-from workers.engines.errors import EngineCapabilityError, EngineTimeoutError, RemoteAPIError
-from workers.engines.openai_engine import OpenAIEngine
+from engines.base import GenerationRequest
+from engines.errors import EngineCapabilityError, EngineTimeoutError, RemoteAPIError
+from engines.openai_engine import OpenAIEngine
 
 REQUEST = GenerationRequest.from_prompt("What is the capital of France?", max_tokens=16)
 

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 from support.scripted_engine import ScriptedEngine
 
-from workers.engines.base import ChatMessage, GenerationRequest, gather_in_order
+from engines.base import ChatMessage, GenerationRequest, gather_in_order
 
 
 def test_empty_prompt_is_rejected_naming_messages() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from workers.engines.base import GenerationRequest
-from workers.engines.errors import EngineConfigError
+from engines.base import GenerationRequest
+from engines.errors import EngineConfigError
 
 pytestmark = pytest.mark.model
 
@@ -111,7 +111,7 @@ async def test_prompt_longer_than_context_is_a_clear_error(local_engine: Any) ->
 
 
 def test_unknown_model_is_a_config_error(tmp_path: Path) -> None:
-    from workers.engines.vllm_engine import VLLMEngine
+    from engines.vllm_engine import VLLMEngine
 
     with pytest.raises(EngineConfigError, match="local_model"):
         VLLMEngine.start(str(tmp_path / "no-such-model"))

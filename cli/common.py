@@ -1,0 +1,76 @@
+"""Helpers the subcommands share: settings, the console, running a coroutine, clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from engines.errors import EngineConfigError, EngineError
+from service.settings import Settings
+from service.store.connection import find_embedded_url
+
+# ``--redis-url`` of the commands that join a running gateway (worker, runner).
+RedisUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        help="the gateway's Redis; default MGW_REDIS_URL, else the embedded one "
+        "`minions-gw serve` runs for MGW_DATA_DIR"
+    ),
+]
+
+T = TypeVar("T")
+console = Console()
+errors = Console(stderr=True)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        fail(f"invalid settings: {describe_validation_error(exc)}")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming its field: ``max_tokens: Input should be > 0``."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'input'}: {error['msg']}"
+        for error in exc.errors()
+    )
+
+
+def validated(build: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a pydantic constructor; a validation error becomes one clear line and exit 2."""
+    try:
+        return build(*args, **kwargs)
+    except ValidationError as exc:
+        fail(describe_validation_error(exc), code=2)
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine``; engine and input errors become one clear line instead of a traceback."""
+    try:
+        return asyncio.run(coroutine)
+    except (EngineError, EngineConfigError, ValueError) as exc:
+        fail(str(exc))
+
+
+def redis_url_for(settings: Settings, explicit: str | None = None) -> str:
+    """The Redis a worker or runner uses: ``explicit``, else ``MGW_REDIS_URL``, else the embedded
+    server ``minions-gw serve`` runs for this data dir (never a second private one)."""
+    url = explicit or settings.redis_url
+    if url:
+        return url
+    try:
+        return find_embedded_url(settings.data_dir / "redis")
+    except LookupError as exc:
+        fail(str(exc), code=2)

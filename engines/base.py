@@ -1,0 +1,172 @@
+"""The one interface between everything that needs a language model and the engines that run one.
+
+Protocols, the gateway and the analysis code only ever see ``Engine``; adapters (in-process vLLM,
+any OpenAI-compatible HTTP server) live beside this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engines.usage import Usage
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "abort", "error"]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Role
+    content: str
+
+
+class GenerationRequest(BaseModel):
+    """One chat completion to run. Invalid values raise a ``ValueError`` naming the field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    messages: tuple[ChatMessage, ...] = Field(min_length=1)
+    max_tokens: int = Field(default=256, gt=0)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    json_schema: dict[str, Any] | None = Field(
+        default=None, description="constrain the output to JSON valid under this schema"
+    )
+    stop: tuple[str, ...] = ()
+
+    @field_validator("json_schema")
+    @classmethod
+    def _schema_is_a_schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        if schema is not None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(schema)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"not a valid JSON schema: {exc.message}") from None
+            if not schema:
+                raise ValueError("not a valid JSON schema: it is empty")
+        return schema
+
+    @model_validator(mode="after")
+    def _prompt_not_empty(self) -> GenerationRequest:
+        if not any(message.content.strip() for message in self.messages):
+            raise ValueError("messages: the prompt is empty")
+        return self
+
+    @classmethod
+    def from_prompt(
+        cls, prompt: str, *, system: str | None = None, **options: Any
+    ) -> GenerationRequest:
+        messages = [ChatMessage(role="system", content=system)] if system else []
+        messages.append(ChatMessage(role="user", content=prompt))
+        return cls(messages=tuple(messages), **options)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationResult:
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSpec:
+    """What to build: which adapter, which model, and adapter options."""
+
+    kind: Literal["vllm", "openai"]
+    model: str
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine(ABC):
+    """A language model behind an async, batch-first interface."""
+
+    kind: ClassVar[str]
+    supports_json_schema: ClassVar[bool] = False
+    supports_score: ClassVar[bool] = False
+
+    def __init__(self, model: str, context_window: int) -> None:
+        self.model = model
+        self.context_window = context_window
+
+    @abstractmethod
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Answer every request, concurrently, in order. Cancelling the call aborts the batch."""
+
+    @abstractmethod
+    async def score(self, prefix: str, continuations: Sequence[str]) -> list[float]:
+        """Summed natural-log probability of each continuation given ``prefix`` (teacher forced).
+
+        Each continuation is tokenized on its own and appended as ids, so it has the same ids
+        under every prefix.
+        """
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in this engine's tokenizer (an estimate where none is known)."""
+
+    async def generate_one(self, request: GenerationRequest) -> GenerationResult:
+        return (await self.generate([request]))[0]
+
+    async def aclose(self) -> None:  # noqa: B027 - engines without resources need no override
+        """Release the engine's resources. Safe to call twice."""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "model": self.model,
+            "context_window": self.context_window,
+            "json_schema": self.supports_json_schema,
+            "score": self.supports_score,
+        }
+
+
+class WrappedEngine(Engine):
+    """An engine that adds something around ``inner`` (metering, checkpoints) and is otherwise
+    it: same kind, model, window and capabilities; tokens and scores come from ``inner``. It owns
+    nothing, so closing it leaves ``inner`` open (whoever built ``inner`` closes it)."""
+
+    def __init__(self, inner: Engine) -> None:
+        super().__init__(model=inner.model, context_window=inner.context_window)
+        vars(self).update(
+            kind=inner.kind,
+            supports_json_schema=inner.supports_json_schema,
+            supports_score=inner.supports_score,
+        )
+        self.inner = inner
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    async def score(self, prefix: str, continuations: Sequence[str]) -> list[float]:
+        return await self.inner.score(prefix, continuations)
+
+
+def validate_continuations(continuations: Sequence[str]) -> None:
+    if not continuations:
+        raise ValueError("continuations: at least one continuation is needed")
+    for index, text in enumerate(continuations):
+        if not text:
+            raise ValueError(f"continuations[{index}]: empty continuation has no tokens to score")
+
+
+async def gather_in_order(coroutines: Sequence[Any], limit: int) -> list[Any]:
+    """Run coroutines with at most ``limit`` in flight; results keep the input order."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def bounded(coroutine: Any) -> Any:
+        async with semaphore:
+            return await coroutine
+
+    return list(await asyncio.gather(*(bounded(c) for c in coroutines)))

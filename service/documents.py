@@ -1,0 +1,132 @@
+"""Turning request documents (text, base64 PDF, stored ids, uploads) into stored ``Document``s,
+within the gateway's limits. PDF parsing and tokenizing large texts run in a worker thread."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+
+import anyio.to_thread
+from pydantic import ValidationError
+
+from engines.base import Engine
+from protocols.documents import DocumentError, document_from_bytes, pdf_pages
+from protocols.task import Document
+from service.errors import InvalidRequest, NotFound, PayloadTooLarge
+from service.schemas import DocumentInput
+from service.settings import Settings
+from service.store import ApiKey, Store, StoredDocument
+
+_THREAD_CHARS = 200_000  # tokenize texts longer than this off the event loop
+PDF_MAGIC = b"%PDF-"
+
+
+class DocumentService:
+    def __init__(self, store: Store, local: Engine, settings: Settings) -> None:
+        self.store = store
+        self.local = local
+        self.settings = settings
+
+    async def count_tokens(self, document: Document) -> int:
+        text = "\n\n".join(document.pages)
+        if len(text) > _THREAD_CHARS:
+            return await anyio.to_thread.run_sync(self.local.count_tokens, text)
+        return self.local.count_tokens(text)
+
+    async def prepare(
+        self, owner: ApiKey, document: Document, param: str = "file"
+    ) -> StoredDocument:
+        """The document counted and checked against the limits; stored by the caller."""
+        tokens = await self.count_tokens(document)
+        self.check_tokens(tokens, param)
+        return StoredDocument.new(owner.id, document, tokens)
+
+    def check_tokens(self, tokens: int, param: str) -> None:
+        limit = self.settings.max_document_tokens
+        if tokens > limit:
+            raise PayloadTooLarge(
+                f"{param}: the documents have {tokens:,} tokens; the limit is {limit:,}",
+                param=param,
+            )
+
+    async def upload(
+        self, owner: ApiKey, data: bytes, filename: str, content_type: str | None
+    ) -> StoredDocument:
+        claims_pdf = (content_type or "").lower() == "application/pdf" or filename.lower().endswith(
+            ".pdf"
+        )
+        if claims_pdf and not data.lstrip()[:5] == PDF_MAGIC:
+            raise InvalidRequest(
+                f"file: {filename} claims to be a PDF but is not one (no %PDF- header)",
+                param="file",
+            )
+        try:
+            document = await anyio.to_thread.run_sync(
+                lambda: document_from_bytes(data, name=filename, field="file")
+            )
+        except DocumentError as exc:
+            raise InvalidRequest(str(exc), param="file") from None
+        stored = await self.prepare(owner, document)
+        await self.store.documents.put(stored)
+        return stored
+
+    async def resolve(
+        self, owner: ApiKey, inputs: Sequence[DocumentInput]
+    ) -> tuple[list[StoredDocument], list[StoredDocument]]:
+        """Every input as a stored document. Inline ones are not written yet: the caller queues
+        them in the pipeline that creates the task. Returns (all, the inline ones)."""
+        if len(inputs) > self.settings.max_documents:
+            raise InvalidRequest(
+                f"documents: {len(inputs)} documents; the limit is {self.settings.max_documents}",
+                param="documents",
+            )
+        resolved: list[StoredDocument] = []
+        inline: list[StoredDocument] = []
+        for index, item in enumerate(inputs):
+            param = f"documents.{index}"
+            if item.document_id is not None:
+                resolved.append(await self.by_id(owner, item.document_id, param))
+            else:
+                document = await self._parse(item, index, param)
+                inline.append(await self.prepare(owner, document, param))
+                resolved.append(inline[-1])
+        self.check_tokens(sum(doc.tokens for doc in resolved), "documents")
+        return resolved, inline
+
+    async def by_id(self, owner: ApiKey, document_id: str, param: str) -> StoredDocument:
+        stored = await self.store.documents.get(document_id)
+        if stored is None or (stored.owner != owner.id and not owner.admin):
+            raise NotFound(
+                f"{param}.document_id: no document {document_id!r}", param=f"{param}.document_id"
+            )
+        return stored
+
+    async def _parse(self, item: DocumentInput, index: int, param: str) -> Document:
+        name = item.name or f"document-{index + 1}"
+        try:
+            if item.text is not None:
+                return Document.model_validate({"name": name, "text": item.text})
+            assert item.pdf_base64 is not None
+            data = _b64decode(item.pdf_base64, f"{param}.pdf_base64")
+            if data.lstrip()[:5] != PDF_MAGIC:
+                raise InvalidRequest(
+                    f"{param}.pdf_base64: the data is not a PDF (no %PDF- header)",
+                    param=f"{param}.pdf_base64",
+                )
+            pages = await anyio.to_thread.run_sync(
+                lambda: pdf_pages(data, field=f"{param}.pdf_base64", name=name)
+            )
+            return Document(name=name, pages=tuple(pages))
+        except DocumentError as exc:
+            raise InvalidRequest(str(exc), param=exc.field) from None
+        except ValidationError as exc:
+            first = exc.errors(include_input=False)[0]
+            raise InvalidRequest(f"{param}: {first['msg']}", param=param) from None
+
+
+def _b64decode(value: str, param: str) -> bytes:
+    try:
+        return base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"{param}: not valid base64", param=param) from None

@@ -1,0 +1,77 @@
+"""Every Redis key the task service owns: task records and their queue, events and remote
+checkpoints, documents, API keys, rate limits, usage, idempotency and MI reference contexts.
+
+The workers' keys (job queue, worker registrations, studies) are in ``workers/keys.py``; both
+share its ``mgw:`` prefix and name check.
+"""
+
+from __future__ import annotations
+
+from workers.keys import PREFIX, check_name
+
+__all__ = ["PREFIX", "check_name"]
+
+MI_REFERENCE = f"{PREFIX}:mi:reference"  # list: recent task chunks (capped), MI reference contexts
+
+# -- tasks ----------------------------------------------------------------------------
+
+# The task queue: a stream of task ids (field ``task``) that runners read through the consumer
+# group ``RUNNER_GROUP``; an entry is acknowledged and deleted when its task ends.
+TASK_STREAM = f"{PREFIX}:tasks:queue"
+RUNNER_GROUP = "runners"
+# Every task id, and every task id of one API key: sorted sets with score 0, ordered by id
+# (task ids start with their creation time, so lexical order is time order).
+TASKS = f"{PREFIX}:tasks"
+API_KEYS = f"{PREFIX}:keys"
+BOOTSTRAPPED = f"{PREFIX}:meta:bootstrapped"
+
+
+def task(task_id: str) -> str:
+    """Hash: the task record."""
+    return f"{PREFIX}:task:{task_id}"
+
+
+def task_events(task_id: str) -> str:
+    """Stream: the task's progress events, replayed to late SSE clients."""
+    return f"{PREFIX}:task:{task_id}:events"
+
+
+def tasks_of(key_id: str) -> str:
+    return f"{PREFIX}:tasks:key:{key_id}"
+
+
+def document(document_id: str) -> str:
+    """String: the document as JSON (name, pages, token count, owner); the id hashes owner and
+    content, so one document is stored once."""
+    return f"{PREFIX}:doc:{document_id}"
+
+
+def idempotency(key_id: str, digest: str) -> str:
+    """String: the task id an Idempotency-Key (hashed) of one API key created."""
+    return f"{PREFIX}:idem:{key_id}:{digest}"
+
+
+def api_key(key_id: str) -> str:
+    """Hash: an API key's record: its SHA-256, name, flags, budget and spend (nano-USD)."""
+    return f"{PREFIX}:key:{key_id}"
+
+
+def rate(key_id: str, window: int) -> str:
+    """Counter: requests of one key in one fixed one-minute window."""
+    return f"{PREFIX}:rate:{key_id}:{window}"
+
+
+def usage(by: str, value: str) -> str:
+    """Hash: usage totals for one key, protocol or day."""
+    return f"{PREFIX}:usage:{by}:{value}"
+
+
+def usage_index(by: str) -> str:
+    """Set: the values seen for one usage dimension (key ids, protocols, days)."""
+    return f"{PREFIX}:usage-index:{by}"
+
+
+def task_remote_calls(task_id: str) -> str:
+    """Hash: a task's recorded remote replies (call key -> JSON), so a runner that restarts the
+    task after its first runner died does not pay for them again."""
+    return f"{PREFIX}:task:{task_id}:remote"

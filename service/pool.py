@@ -1,0 +1,96 @@
+"""The engines a gateway serves with: the local one, the default remote, and the other remote
+models an operator allowed (``MGW_REMOTE_MODELS``), built on first use."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import redis.asyncio as aioredis
+
+from engines.base import Engine
+from engines.factory import create_engine
+from service.engines import EngineSet
+from service.errors import InvalidRequest
+from service.settings import Settings
+from workers.queue import QueuedEngine
+
+
+class EnginePool:
+    def __init__(
+        self,
+        engines: EngineSet,
+        settings: Settings,
+        *,
+        extra_remotes: dict[str, Engine] | None = None,
+        owns_engines: bool = True,
+    ) -> None:
+        self.engines = engines
+        self.settings = settings
+        self._remotes: dict[str, Engine] = dict(extra_remotes or {})
+        self._built: list[Engine] = []
+        self._owns = owns_engines
+
+    @property
+    def local(self) -> Engine:
+        return self.engines.local
+
+    @property
+    def stand_in(self) -> bool:
+        return self.engines.remote_stand_in
+
+    def local_for(self, redis: aioredis.Redis, task_id: str | None) -> Engine:
+        """The local engine one task runs with: the in-process one, or (``MGW_LOCAL_POOL``) a
+        ``QueuedEngine`` on that pool, counting tokens with the local tokenizer. Its job ids
+        derive from ``task_id``, so a restarted task reuses the local results already recorded."""
+        pool = self.settings.local_pool
+        if pool is None:
+            return self.local
+        local = self.local
+        return QueuedEngine(
+            redis,
+            pool=pool,
+            task_id=task_id,
+            model=local.model,
+            context_window=local.context_window,
+            token_counter=local.count_tokens,
+        )
+
+    def remote_models(self) -> list[str]:
+        """The remote models a task may name (the default one first)."""
+        names = [self.engines.remote.model]
+        if not self.stand_in:
+            names += [m for m in [*self.settings.remote_models, *self._remotes] if m not in names]
+        return names
+
+    def remote_for(self, model: str | None) -> Engine:
+        """The remote engine for ``model`` (None: the default). Raises ``InvalidRequest`` for a
+        model the operator did not allow."""
+        default = self.engines.remote
+        if model is None or model == default.model:
+            return default
+        if self.stand_in:
+            raise InvalidRequest(
+                f"remote_model: no remote is configured, so {model!r} cannot be used (the local "
+                "model stands in for the remote)",
+                param="options.remote_model",
+            )
+        if model in self._remotes:
+            return self._remotes[model]
+        if model not in self.settings.remote_models:
+            allowed = ", ".join(self.remote_models())
+            raise InvalidRequest(
+                f"remote_model: {model!r} is not allowed here; choose one of {allowed}",
+                param="options.remote_model",
+            )
+        spec = self.settings.remote_engine_spec()
+        assert spec is not None  # a configured remote is not a stand-in
+        engine = create_engine(dataclasses.replace(spec, model=model))
+        self._remotes[model] = engine
+        self._built.append(engine)
+        return engine
+
+    async def aclose(self) -> None:
+        for engine in self._built:
+            await engine.aclose()
+        if self._owns:
+            await self.engines.aclose()

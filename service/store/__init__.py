@@ -1,0 +1,85 @@
+"""The gateway's state, all in Redis: tasks and their queue, documents, event streams,
+idempotency keys, API keys, budgets, rate limits and usage. Key names: ``workers.keys``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from service.store.api_keys import ApiKey, ApiKeyStore, Reservation
+from service.store.connection import EmbeddedRedis, client_for
+from service.store.documents import DocumentStore, StoredDocument
+from service.store.events import Event, EventStore
+from service.store.multiplexed import MultiplexedConnection
+from service.store.tasks import TERMINAL, TaskRecord, TaskStore, new_task_id
+from service.store.usage import UsageStore
+
+logger = logging.getLogger(__name__)
+
+
+class Store:
+    """One Redis connection pool and the typed stores over it, plus one multiplexed connection
+    for the commands on the request path: task admission and rate-limit leases
+    (``service.store.multiplexed``)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        embedded: EmbeddedRedis | None = None,
+        event_stream_maxlen: int = 10_000,
+    ) -> None:
+        self.redis = redis
+        self.embedded = embedded
+        self.multiplexed = MultiplexedConnection.for_client(redis)
+        self.api_keys = ApiKeyStore(redis, self.multiplexed)
+        self.tasks = TaskStore(redis, self.multiplexed)
+        self.documents = DocumentStore(redis)
+        self.events = EventStore(redis, maxlen=event_stream_maxlen)
+        self.usage = UsageStore(redis)
+
+    @classmethod
+    def connect(
+        cls, redis_url: str | None, data_dir: Path, *, event_stream_maxlen: int = 10_000
+    ) -> Store:
+        """An external Redis at ``redis_url``, or the embedded server in ``data_dir/redis``."""
+        if redis_url:
+            return cls(client_for(redis_url), event_stream_maxlen=event_stream_maxlen)
+        embedded = EmbeddedRedis(data_dir / "redis")
+        return cls(
+            client_for(embedded.url), embedded=embedded, event_stream_maxlen=event_stream_maxlen
+        )
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except Exception:
+            logger.warning("Redis is not reachable", exc_info=True)
+            return False
+
+    async def aclose(self) -> None:
+        if self.multiplexed is not None:
+            await self.multiplexed.aclose()
+        await self.redis.aclose()
+        if self.embedded is not None:
+            self.embedded.close()
+
+
+__all__ = [
+    "TERMINAL",
+    "ApiKey",
+    "ApiKeyStore",
+    "DocumentStore",
+    "EmbeddedRedis",
+    "Event",
+    "EventStore",
+    "Reservation",
+    "Store",
+    "StoredDocument",
+    "TaskRecord",
+    "TaskStore",
+    "UsageStore",
+    "new_task_id",
+]

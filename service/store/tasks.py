@@ -1,0 +1,305 @@
+"""Task records (one Redis hash each), their status transitions (atomic, in Lua), the task stream
+runners read through a consumer group (``service.runner``), listing with cursors, and idempotency
+keys."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import redis.asyncio as aioredis
+
+from service import keys
+from service.store.documents import StoredDocument
+from service.store.multiplexed import MultiplexedConnection, register_script
+from workers import keys as worker_keys
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+# Set the fields ARGV[2..] (name, value pairs) when the status is one of ARGV[1] (comma list).
+# Returns 1 on success, else the current status ('' for a missing task).
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return '' end
+for allowed in string.gmatch(ARGV[1], '[^,]+') do
+  if allowed == current then
+    if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+    return 1
+  end
+end
+return current
+"""
+
+# Admit and create a task in one command, so a submit costs one round trip and the checks hold
+# under concurrency. KEYS: the task hash, all tasks, the key's tasks, the task stream, the API key
+# hash, then one key per new document. ARGV: task id, "1" to enqueue, the most tasks that may wait
+# ("-1": no limit), the runners' group, nano-USD to reserve on the key, the document payloads (one
+# per document key), then the hash's fields as one JSON object (one argument, not one per field:
+# the client packs every argument in Python). Documents are written only if absent.
+# Returns {'queue_full', waiting}, {'budget', available} or {'created', available} (-1: no budget).
+_CREATE = """
+local limit = tonumber(ARGV[3])
+if limit >= 0 then
+  local waiting = redis.call('XLEN', KEYS[4])
+  local pending = redis.pcall('XPENDING', KEYS[4], ARGV[4])
+  if type(pending) == 'table' and pending.err == nil then waiting = waiting - pending[1] end
+  if waiting >= limit then return {'queue_full', waiting} end
+end
+local amount = tonumber(ARGV[5])
+local available = -1
+if amount > 0 then
+  if redis.call('EXISTS', KEYS[5]) == 0 then return {'budget', 0} end
+  local budget = redis.call('HGET', KEYS[5], 'budget_nano')
+  if budget and budget ~= '' then
+    local spent = tonumber(redis.call('HGET', KEYS[5], 'spent_nano') or '0')
+    local reserved = tonumber(redis.call('HGET', KEYS[5], 'reserved_nano') or '0')
+    available = tonumber(budget) - spent - reserved
+    if amount > available then return {'budget', available} end
+    available = available - amount
+  end
+  redis.call('HINCRBY', KEYS[5], 'reserved_nano', amount)
+end
+local documents = #KEYS - 5
+for i = 1, documents do redis.call('SET', KEYS[5 + i], ARGV[5 + i], 'NX') end
+local fields = {}
+for name, value in pairs(cjson.decode(ARGV[6 + documents])) do
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+if ARGV[2] == '1' then redis.call('XADD', KEYS[4], '*', 'task', ARGV[1]) end
+return {'created', available}
+"""
+
+
+def new_task_id() -> str:
+    # Creation time first (ms, hex), so the lexical order of ids is their time order.
+    return f"task_{int(time.time() * 1000):011x}{secrets.token_hex(5)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What ``TaskStore.create`` decided: created, or refused for a full queue or the budget."""
+
+    outcome: Literal["created", "queue_full", "budget"]
+    waiting: int = 0  # tasks waiting, when the queue was full
+    available_nano: int | None = None  # budget left (after the reservation when created)
+
+
+@dataclass
+class TaskRecord:
+    id: str
+    key_id: str
+    protocol: str
+    status: str
+    created_at: float
+    request: dict[str, Any]
+    source: str = "tasks"
+    reserved_nano: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    accuracy: dict[str, Any] | None = None
+    partial_usage: dict[str, Any] | None = None
+    mi: dict[str, Any] | None = None  # service.mi_background: I(X; Z) of what crossed
+    attempts: int = 0
+    cancel_requested: bool = False
+
+    def to_hash(self) -> dict[Any, Any]:
+        data = {
+            "id": self.id,
+            "key_id": self.key_id,
+            "protocol": self.protocol,
+            "status": self.status,
+            "created_at": repr(self.created_at),
+            "request": json.dumps(self.request),
+            "source": self.source,
+            "reserved_nano": str(self.reserved_nano),
+            "attempts": str(self.attempts),
+        }
+        return data
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> TaskRecord:
+        def loads(name: str) -> Any:
+            value = data.get(name)
+            return json.loads(value) if value else None
+
+        def number(name: str) -> float | None:
+            value = data.get(name)
+            return float(value) if value else None
+
+        return cls(
+            id=data["id"],
+            key_id=data["key_id"],
+            protocol=data["protocol"],
+            status=data["status"],
+            created_at=float(data["created_at"]),
+            request=loads("request") or {},
+            source=data.get("source", "tasks"),
+            reserved_nano=int(data.get("reserved_nano", "0")),
+            started_at=number("started_at"),
+            finished_at=number("finished_at"),
+            result=loads("result"),
+            error=loads("error"),
+            accuracy=loads("accuracy"),
+            partial_usage=loads("partial_usage"),
+            mi=loads("mi"),
+            attempts=int(data.get("attempts", "0")),
+            cancel_requested=data.get("cancel_requested") == "1",
+        )
+
+
+def encode_fields(fields: dict[str, Any]) -> list[str]:
+    """Field/value pairs for the transition script: dicts and lists as JSON, numbers as text."""
+    flat: list[str] = []
+    for name, value in fields.items():
+        if isinstance(value, dict | list):
+            text = json.dumps(value)
+        elif isinstance(value, float):
+            text = repr(value)
+        else:
+            text = "" if value is None else str(value)
+        flat += [name, text]
+    return flat
+
+
+def _mapping(fields: dict[str, Any]) -> dict[Any, Any]:
+    flat = encode_fields(fields)
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class TaskStore:
+    def __init__(
+        self, redis: aioredis.Redis, multiplexed: MultiplexedConnection | None = None
+    ) -> None:
+        self.redis = redis
+        self._transition = redis.register_script(_TRANSITION)
+        # The one command of a submit: on the multiplexed connection, off redis-py's pool.
+        self._create = register_script(redis, multiplexed, _CREATE)
+
+    async def create(
+        self,
+        record: TaskRecord,
+        *,
+        enqueue: bool,
+        documents: Sequence[StoredDocument] = (),
+        max_waiting: int | None = None,
+    ) -> Admission:
+        """Admit and store the task (and its new documents) and queue it, atomically: refused
+        when ``max_waiting`` tasks already wait, or when reserving ``record.reserved_nano`` on its
+        key would pass the key's budget (nothing is written then)."""
+        names = [keys.task(record.id), keys.TASKS, keys.tasks_of(record.key_id), keys.TASK_STREAM]
+        names += [keys.api_key(record.key_id)]
+        names += [keys.document(document.id) for document in documents]
+        args: list[str] = [
+            record.id,
+            "1" if enqueue else "0",
+            str(-1 if max_waiting is None else max_waiting),
+            keys.RUNNER_GROUP,
+            str(record.reserved_nano),
+        ]
+        args += [document.payload() for document in documents]
+        args.append(json.dumps(record.to_hash()))
+        outcome, number = await self._create(keys=names, args=args)
+        if outcome == "queue_full":
+            return Admission("queue_full", waiting=int(number))
+        available = None if int(number) < 0 else int(number)
+        if outcome == "budget":
+            return Admission("budget", available_nano=available)
+        return Admission("created", available_nano=available)
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        data = cast("dict[str, str]", await self.redis.hgetall(keys.task(task_id)))
+        return TaskRecord.from_hash(data) if data else None
+
+    async def transition(
+        self, task_id: str, allowed: tuple[str, ...], fields: dict[str, Any]
+    ) -> bool | str:
+        """Set ``fields`` when the status is one of ``allowed``; True, or the current status."""
+        result = await self._transition(
+            keys=[keys.task(task_id)], args=[",".join(allowed), *encode_fields(fields)]
+        )
+        return True if result == 1 else str(result)
+
+    async def update(self, task_id: str, fields: dict[str, Any]) -> None:
+        await self.redis.hset(keys.task(task_id), mapping=_mapping(fields))
+
+    @staticmethod
+    def queue_update(pipe: Any, task_id: str, fields: dict[str, Any]) -> None:
+        pipe.hset(keys.task(task_id), mapping=_mapping(fields))
+
+    @staticmethod
+    def queue_done(pipe: Any, entry_id: str) -> None:
+        """The runner is finished with the stream entry: acknowledge and delete it."""
+        pipe.xack(keys.TASK_STREAM, keys.RUNNER_GROUP, entry_id)
+        pipe.xdel(keys.TASK_STREAM, entry_id)
+
+    @classmethod
+    def queue_requeue(cls, pipe: Any, task_id: str, entry_id: str) -> None:
+        """Back into the queue as a new entry (a clean shutdown interrupted it)."""
+        cls.queue_done(pipe, entry_id)
+        pipe.xadd(keys.TASK_STREAM, {"task": task_id})
+
+    @staticmethod
+    def queue_forget_checkpoints(pipe: Any, task_id: str) -> None:
+        """A task that ended needs no recorded remote replies or local job results any more."""
+        pipe.delete(keys.task_remote_calls(task_id), worker_keys.job_results(task_id))
+
+    async def request_cancel(self, task_id: str) -> None:
+        await self.redis.hset(keys.task(task_id), "cancel_requested", "1")
+
+    async def cancel_requested(self, task_id: str) -> bool:
+        return (await self.redis.hget(keys.task(task_id), "cancel_requested")) == "1"
+
+    async def page(self, key_id: str | None, cursor: str | None, count: int) -> list[TaskRecord]:
+        """Up to ``count`` records, newest first, after ``cursor`` (a task id)."""
+        index = keys.TASKS if key_id is None else keys.tasks_of(key_id)
+        upper = f"({cursor}" if cursor else "+"
+        ids = cast(
+            "list[str]", await self.redis.zrevrangebylex(index, upper, "-", start=0, num=count)
+        )
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hgetall(keys.task(task_id))
+            rows = await pipe.execute()
+        return [TaskRecord.from_hash(row) for row in rows if row]
+
+    # -- the queue ------------------------------------------------------------------------
+    async def done(self, entry_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self.queue_done(pipe, entry_id)
+            await pipe.execute()
+
+    async def queue_depth(self) -> int:
+        """Tasks waiting in the stream: its entries less those a runner holds."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(keys.TASK_STREAM)
+            pipe.xpending(keys.TASK_STREAM, keys.RUNNER_GROUP)
+            length, pending = await pipe.execute(raise_on_error=False)
+        held = int(pending["pending"]) if isinstance(pending, dict) else 0
+        return max(0, int(length) - held) if isinstance(length, int) else 0
+
+    # -- idempotency ----------------------------------------------------------------------
+    async def claim_idempotency(
+        self, key_id: str, digest: str, value: str, ttl_s: int
+    ) -> str | None:
+        """Claim the key for ``value`` (``task_id|fingerprint``); the existing value if taken."""
+        name = keys.idempotency(key_id, digest)
+        if await self.redis.set(name, value, nx=True, ex=ttl_s):
+            return None
+        existing = await self.redis.get(name)
+        return str(existing) if existing is not None else None
+
+    async def release_idempotency(self, key_id: str, digest: str) -> None:
+        await self.redis.delete(keys.idempotency(key_id, digest))

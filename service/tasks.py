@@ -1,0 +1,261 @@
+"""The task service behind ``/v1/tasks``: submit (limits, documents, idempotency, budget
+reservation), read, list and cancel. Routes only validate and call it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from typing import Any
+
+from engines.base import Engine
+from engines.prices import PriceTable
+from protocols.task import Options
+from service.budget import reservation_usd, worst_case_usd
+from service.documents import DocumentService
+from service.errors import BudgetExceeded, Conflict, NotFound, QueueFull
+from service.pool import EnginePool
+from service.runner import TaskRunner
+from service.schemas import TaskCreate, TaskList, TaskView
+from service.settings import Settings
+from service.store import TERMINAL, ApiKey, Store, TaskRecord, new_task_id
+from service.store.api_keys import NANO, to_nano
+
+
+class BudgetService:
+    """Reserve a task's worst-case remote cost against its key's budget, before it runs."""
+
+    def __init__(self, store: Store, pool: EnginePool, prices: PriceTable, settings: Settings):
+        self.store = store
+        self.pool = pool
+        self.prices = prices
+        self.settings = settings
+
+    def plan(
+        self,
+        key: ApiKey,
+        protocol: str,
+        options: Options,
+        remote: Engine,
+        stand_in: bool,
+        max_cost_usd: float | None,
+    ) -> tuple[int, float | None]:
+        """(nano-USD to reserve, the task's cost cap). Raises ``BudgetExceeded`` (402) when the
+        key has a budget and the remote model has no price to hold it to."""
+        unpriced = not stand_in and not self.prices.has_price(remote.model)
+        if unpriced and protocol != "local_only" and key.budget_nano is not None:
+            raise BudgetExceeded(
+                f"remote model {remote.model!r} has no price, so a budget cannot be enforced "
+                "on it; ask the operator to add it to the price table",
+                param="options.remote_model",
+            )
+        worst = worst_case_usd(protocol, options, remote, self.prices, stand_in=stand_in)
+        amount_usd, cap = reservation_usd(worst, max_cost_usd, self.settings.task_max_cost_usd)
+        return to_nano(amount_usd), cap
+
+    @staticmethod
+    def refused(key: ApiKey, amount_nano: int, available_nano: int | None) -> BudgetExceeded:
+        left = (available_nano or 0) / NANO
+        return BudgetExceeded(
+            f"budget exceeded: this task may cost up to ${amount_nano / NANO:.6f} and the key "
+            f"has ${max(left, 0):.6f} of its ${(key.budget_usd or 0):.6f} budget left (spent or "
+            "reserved by running tasks); lower options.max_cost_usd or raise the budget"
+        )
+
+    async def reserve(
+        self,
+        key: ApiKey,
+        protocol: str,
+        options: Options,
+        remote: Engine,
+        stand_in: bool,
+        max_cost_usd: float | None,
+    ) -> tuple[int, float | None]:
+        """``plan``, then reserve the amount on the key now (a task that runs at once)."""
+        amount, cap = self.plan(key, protocol, options, remote, stand_in, max_cost_usd)
+        reservation = await self.store.api_keys.reserve(key.id, amount)
+        if not reservation.granted:
+            raise self.refused(key, amount, reservation.available_nano)
+        return amount, cap
+
+
+class TaskService:
+    def __init__(
+        self,
+        store: Store,
+        pool: EnginePool,
+        documents: DocumentService,
+        budgets: BudgetService,
+        runner: TaskRunner,
+        settings: Settings,
+    ) -> None:
+        self.store = store
+        self.pool = pool
+        self.documents = documents
+        self.budgets = budgets
+        self.runner = runner
+        self.settings = settings
+
+    async def submit(
+        self, key: ApiKey, body: TaskCreate, idempotency_key: str | None
+    ) -> tuple[TaskRecord, bool]:
+        """(the task, whether it was created now). The same Idempotency-Key and body return
+        the task that key created first."""
+        task_id = new_task_id()
+        claim: tuple[str, str] | None = None
+        if idempotency_key is not None:
+            digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+            fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()[:32]
+            existing = await self.store.tasks.claim_idempotency(
+                key.id, digest, f"{task_id}|{fingerprint}", self.settings.idempotency_ttl_s
+            )
+            if existing is not None:
+                return await self._replay(key, existing, fingerprint), False
+            claim = (key.id, digest)
+        try:
+            record = await self._create(key, body, task_id)
+        except BaseException:
+            if claim is not None:
+                await self.store.tasks.release_idempotency(*claim)
+            raise
+        return record, True
+
+    async def _replay(self, key: ApiKey, existing: str, fingerprint: str) -> TaskRecord:
+        task_id, _, first_fingerprint = existing.partition("|")
+        if first_fingerprint != fingerprint:
+            raise Conflict(
+                "Idempotency-Key was already used with a different request body",
+                param="Idempotency-Key",
+            )
+        for _ in range(50):  # the first request may still be creating it
+            record = await self.store.tasks.get(task_id)
+            if record is not None:
+                return record
+            await asyncio.sleep(0.02)
+        raise Conflict("a request with this Idempotency-Key is still in progress; retry")
+
+    async def _create(self, key: ApiKey, body: TaskCreate, task_id: str) -> TaskRecord:
+        options = body.options
+        protocol_options = options.protocol_options()
+        remote = self.pool.remote_for(options.remote_model)
+        stand_in = self.pool.stand_in and options.remote_model is None
+        stored, inline = await self.documents.resolve(key, body.documents)
+        # ``options`` is an ``Options``: unset fields hold the same defaults the run will use.
+        amount, cap = self.budgets.plan(
+            key, body.protocol, options, remote, stand_in, options.max_cost_usd
+        )
+        record = TaskRecord(
+            id=task_id,
+            key_id=key.id,
+            protocol=body.protocol,
+            status="queued",
+            created_at=time.time(),
+            reserved_nano=amount,
+            request={
+                "question": body.question,
+                "document_ids": [doc.id for doc in stored],
+                "metadata": body.metadata,
+                "options": protocol_options,
+                "remote_model": options.remote_model,
+                "cap_usd": cap,
+                "reference_answer": body.reference_answer,
+            },
+        )
+        # Backpressure, the budget reservation and the write are one atomic script.
+        admission = await self.store.tasks.create(
+            record, enqueue=True, documents=inline, max_waiting=self.settings.max_queued_tasks
+        )
+        if admission.outcome == "queue_full":
+            raise QueueFull(
+                f"the task queue is full ({admission.waiting} tasks waiting, at most "
+                f"{self.settings.max_queued_tasks}); retry later",
+                retry_after_s=self.settings.queue_full_retry_after_s,
+            )
+        if admission.outcome == "budget":
+            raise self.budgets.refused(key, amount, admission.available_nano)
+        return record
+
+    async def get(self, key: ApiKey, task_id: str) -> TaskRecord:
+        record = await self.store.tasks.get(task_id) if len(task_id) <= 64 else None
+        if record is None or (record.key_id != key.id and not key.admin):
+            raise NotFound(f"no task {task_id!r}", param="task_id")
+        return record
+
+    async def list(
+        self,
+        key: ApiKey,
+        *,
+        status: str | None,
+        protocol: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> TaskList:
+        owner = None if key.admin else key.id
+        found: list[TaskRecord] = []
+        batch = max(limit * 2, 50)
+        has_more = False
+        for _ in range(20):  # a bounded scan per page; the cursor carries on from there
+            page = await self.store.tasks.page(owner, cursor, batch)
+            for record in page:
+                cursor = record.id
+                if (status is None or record.status == status) and (
+                    protocol is None or record.protocol == protocol
+                ):
+                    found.append(record)
+                    if len(found) == limit:
+                        break
+            if len(found) == limit:
+                has_more = bool(await self.store.tasks.page(owner, cursor, 1))
+                break
+            if len(page) < batch:
+                cursor = None
+                break
+        else:
+            has_more = True
+        return TaskList(
+            data=[view(record) for record in found],
+            next_cursor=cursor if has_more else None,
+            has_more=has_more,
+        )
+
+    async def cancel(self, key: ApiKey, task_id: str) -> TaskRecord:
+        record = await self.get(key, task_id)
+        if record.status in TERMINAL:
+            raise Conflict(f"task {task_id} already {record.status}; it cannot be cancelled")
+        await self.store.tasks.request_cancel(task_id)
+        moved = await self.store.tasks.transition(
+            task_id, ("queued",), {"status": "cancelled", "finished_at": time.time()}
+        )
+        if moved is True:
+            async with self.store.redis.pipeline(transaction=True) as pipe:
+                await self.store.api_keys.queue_settle(pipe, record.key_id, record.reserved_nano, 0)
+                self.store.events.queue_append(pipe, task_id, "cancelled", {"task_id": task_id})
+                await self.store.usage.queue_add(
+                    pipe,
+                    key_id=record.key_id,
+                    protocol=record.protocol,
+                    finished_at=time.time(),
+                    counters={"tasks": 1, "cancelled": 1},
+                )
+                await pipe.execute()
+        else:
+            await self.runner.cancel(task_id)
+        return await self.get(key, task_id)
+
+
+def view(record: TaskRecord) -> TaskView:
+    data: dict[str, Any] = {
+        "id": record.id,
+        "status": record.status,
+        "protocol": record.protocol,
+        "created_at": record.created_at,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "metadata": record.request.get("metadata", {}),
+        "result": record.result,
+        "error": record.error,
+        "partial_usage": record.partial_usage,
+        "accuracy": record.accuracy,
+        "mi": record.mi,
+    }
+    return TaskView.model_validate(data)
