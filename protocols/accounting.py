@@ -4,6 +4,11 @@ A protocol never calls ``engine.generate`` itself: it calls ``Recorder.generate`
 call, records each result's usage (one record per remote request, one per local batch), prices the
 remote side, and emits the ``remote_call`` event. Totals in the Result are sums of these records,
 so "sum of per-call usage equals the reported total" holds by construction and is tested.
+
+It is also where the task's remote budget is enforced (``protocols.cost_guard``: a remote call
+that does not fit is never sent) and where a greedy request is never sent twice: temperature 0
+gives the same reply to the same request, so a repeat (a duplicate job, a sample at temperature
+0) is answered from the first reply and costs nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any, Literal
 from engines.base import Engine, GenerationRequest, GenerationResult
 from engines.prices import PriceTable
 from engines.usage import Usage
+from protocols.cost_guard import CostGuard
 from protocols.result import CallRecord, TokenCounts
 
 logger = logging.getLogger(__name__)
@@ -41,14 +47,61 @@ class Events:
 
 
 class Recorder:
-    def __init__(self, local: Engine, remote: Engine, prices: PriceTable, events: Events) -> None:
+    def __init__(
+        self,
+        local: Engine,
+        remote: Engine,
+        prices: PriceTable,
+        events: Events,
+        guard: CostGuard | None = None,
+    ) -> None:
         self.engines: dict[Side, Engine] = {"local": local, "remote": remote}
         self.prices = prices
         self.events = events
+        self.guard = guard or CostGuard(0, None)
         self.calls: list[CallRecord] = []
+        self._greedy: dict[tuple[Side, str], GenerationResult] = {}
+
+    def remote_prompt_tokens(self, request: GenerationRequest) -> int:
+        """What the guard counts for ``request`` on the remote (exact or an upper bound)."""
+        return self.engines["remote"].count_prompt_tokens(request.messages)
+
+    def affords(self, side: Side, request: GenerationRequest, reserve: int = 0) -> bool:
+        """Whether the remote budget pays for ``request`` and still keeps ``reserve`` tokens."""
+        if side == "local":
+            return True
+        return self.guard.affords(self.remote_prompt_tokens(request) + reserve)
 
     async def generate(
         self, side: Side, purpose: str, requests: Sequence[GenerationRequest], *, round: int
+    ) -> list[GenerationResult]:
+        keys = [_greedy_key(side, request) for request in requests]
+        sent: list[GenerationRequest] = []
+        slots: list[int] = []  # each request's index in ``sent``, or -1: answered before
+        pending: dict[tuple[Side, str], int] = {}
+        for key, request in zip(keys, requests, strict=True):
+            if key is not None and key in self._greedy:
+                slots.append(-1)
+            elif key is not None and key in pending:
+                slots.append(pending[key])
+            else:
+                if key is not None:
+                    pending[key] = len(sent)
+                slots.append(len(sent))
+                sent.append(request)
+        if side == "remote" and sent:
+            self.guard.admit(sum(self.remote_prompt_tokens(r) for r in sent), purpose)
+        results = await self._send(side, purpose, sent, round) if sent else []
+        for key, index in pending.items():
+            if results[index].finish_reason in ("stop", "length"):  # never keep a failure
+                self._greedy[key] = results[index]
+        return [
+            results[index] if index >= 0 else self._greedy[key]  # type: ignore[index]
+            for key, index in zip(keys, slots, strict=True)
+        ]
+
+    async def _send(
+        self, side: Side, purpose: str, requests: Sequence[GenerationRequest], round: int
     ) -> list[GenerationResult]:
         engine = self.engines[side]
         started = time.perf_counter()
@@ -64,6 +117,7 @@ class Recorder:
             # One record per remote request, each with its share of the batch's wall time, priced
             # by the model that answered (a dated snapshot has its own price entry).
             for result in results:
+                self.guard.charge(result.usage.prompt_tokens)
                 record = self._record(
                     side,
                     purpose,
@@ -118,3 +172,10 @@ class Recorder:
 
     def requests(self, side: Side) -> int:
         return sum(call.requests for call in self.records(side))
+
+
+def _greedy_key(side: Side, request: GenerationRequest) -> tuple[Side, str] | None:
+    """A greedy request's identity (the seed changes nothing at temperature 0), None if sampled."""
+    if request.temperature != 0:
+        return None
+    return side, request.model_dump_json(exclude={"seed"})

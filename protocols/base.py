@@ -13,8 +13,11 @@ from typing import Any, ClassVar
 from engines.base import Engine, GenerationRequest, GenerationResult
 from engines.errors import EngineError
 from engines.prices import PriceTable
+from protocols import prompts
 from protocols.accounting import Events, EventSink, Recorder
+from protocols.baseline import Baseline, count_baseline
 from protocols.chunking import Chunk, chunk_documents, fit_chunk_tokens
+from protocols.cost_guard import CostGuard
 from protocols.result import (
     CostReport,
     DocumentStats,
@@ -48,11 +51,16 @@ class RunState:
     options: Options
     recorder: Recorder
     events: Events
+    baseline: Baseline
     started: float = field(default_factory=time.perf_counter)
     rounds: list[RoundRecord] = field(default_factory=list)
     compressions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     stats: DocumentStats | None = None
+
+    @property
+    def guard(self) -> CostGuard:
+        return self.recorder.guard
 
     def warn(self, message: str) -> None:
         logger.warning("%s", message)
@@ -69,6 +77,9 @@ class Protocol(ABC):
     tasks with ``await protocol.run(task)``."""
 
     name: ClassVar[ProtocolName]
+    # Whether ``Options.max_remote_fraction`` limits this protocol's remote prompt tokens; the
+    # baselines are what the fraction is of, so they only record their spending.
+    remote_budget: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -88,13 +99,30 @@ class Protocol(ABC):
     async def run(self, task: Task, events: EventSink | None = None) -> Result:
         if not isinstance(task, Task):
             task = Task.model_validate(task)
+        options = self.options.merged(task.options)
+        # The baseline is counted before any remote call: it sets the remote budget.
+        baseline = await asyncio.to_thread(
+            count_baseline,
+            remote_only_prompt(task),
+            self.remote,
+            self.prices,
+            reply_tokens=options.remote_max_tokens,
+        )
+        guard = CostGuard(
+            baseline.remote_prompt_tokens,
+            options.max_remote_fraction if self.remote_budget else None,
+        )
         state = RunState(
             task=task,
-            options=self.options.merged(task.options),
-            recorder=Recorder(self.local, self.remote, self.prices, Events(events)),
+            options=options,
+            recorder=Recorder(self.local, self.remote, self.prices, Events(events), guard),
             events=Events(events),
+            baseline=baseline,
         )
         state.stats = DocumentStats(documents=len(task.documents), pages=task.page_count)
+        await state.events.emit(
+            "baseline", {**baseline.model_dump(), "budget_prompt_tokens": guard.budget}
+        )
         answer = await self._run(state)
         result = self._result(state, answer)
         await state.events.emit(
@@ -220,7 +248,21 @@ class Protocol(ABC):
             compressions=state.compressions,
             warnings=state.warnings,
             stats=state.stats or DocumentStats(documents=0, pages=0),
+            baseline=state.baseline.with_savings(
+                remote_cost + local_cost, remote_priced and not self.remote_stand_in
+            ),
+            cost_guard=state.guard.record(),
         )
+
+
+def remote_only_prompt(task: Task) -> str:
+    """What remote_only sends: the question and every document, in one message."""
+    return prompts.render(
+        "remote_only_answer",
+        question=task.question,
+        metadata=render_metadata(task.metadata, task.documents),
+        documents=render_documents(task.documents),
+    )
 
 
 def render_documents(documents: tuple[Document, ...] | list[Document]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engines.base import Engine
+from engines.base import ChatMessage, Engine
 from engines.prices import PriceTable
 from engines.usage import Usage
 
@@ -22,7 +22,7 @@ class Baseline(BaseModel):
         description="prompt tokens remote_only would send for this question and these documents"
     )
     exceeds_context: bool = Field(
-        description="remote_only could not run: the prompt and its reply exceed the remote's context"
+        description="remote_only could not run: prompt and reply exceed the remote's context"
     )
     usd: float = Field(description="those prompt tokens at the remote's input price")
     savings_factor: float | None = Field(
@@ -38,13 +38,14 @@ class Baseline(BaseModel):
 
 
 def count_baseline(
-    prompt: str, remote: Engine, prices: PriceTable, *, reserved_tokens: int
+    prompt: str, remote: Engine, prices: PriceTable, *, reply_tokens: int
 ) -> Baseline:
-    """The baseline of a task whose ``remote_only`` prompt is ``prompt``; ``reserved_tokens``
-    is what remote_only keeps free of the context (its reply and the chat template)."""
-    tokens = remote.count_tokens(prompt)
+    """The baseline of a task whose ``remote_only`` prompt is ``prompt``: the prompt tokens of
+    that one user message, chat template included (``Engine.count_prompt_tokens``), and whether
+    it leaves the remote room for a reply of ``reply_tokens``."""
+    tokens = remote.count_prompt_tokens([ChatMessage(role="user", content=prompt)])
     return Baseline(
         remote_prompt_tokens=tokens,
-        exceeds_context=tokens + reserved_tokens > remote.context_window,
+        exceeds_context=tokens + reply_tokens > remote.context_window,
         usd=prices.cost(remote.model, Usage(prompt_tokens=tokens)),
     )

@@ -2,35 +2,18 @@
 
 ``max_remote_fraction`` x the baseline (the remote prompt tokens ``remote_only`` would send) is
 what every remote call of a task may send together: every round, every retry. The recorder asks
-the guard before each remote call (the call's prompt counted with the remote's token counter plus
-a chat-template allowance, an upper bound) and charges it the prompt tokens the remote reports
-after; a call that does not fit is never sent. The protocols plan around it (findings fitted to
-what is left, another round only when it can be paid for, a fallback when not even one round
-fits) and record every such decision here, for ``Result.cost_guard``.
+the guard before each remote call (the call's prompt counted by the remote engine's
+``count_prompt_tokens``: exact or an upper bound) and charges it the prompt tokens the remote
+reports after; a call that does not fit is never sent. The protocols plan around it (findings
+fitted to what is left, another round only when it can be paid for, a fallback when not even one
+round fits) and record every such decision here, for ``Result.cost_guard``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from engines.base import ChatMessage, Engine
-
-# Chat templates wrap each message in role markers and some add a default system prompt (the
-# bundled SmolLM2 adds ~20 tokens when there is none); these bound both with room to spare.
-TEMPLATE_TOKENS_PER_CALL = 32
-TEMPLATE_TOKENS_PER_MESSAGE = 8
-
-
-def prompt_tokens_bound(engine: Engine, messages: Sequence[ChatMessage]) -> int:
-    """At least the prompt tokens ``engine`` will report for ``messages``."""
-    return (
-        sum(engine.count_tokens(message.content) for message in messages)
-        + TEMPLATE_TOKENS_PER_CALL
-        + TEMPLATE_TOKENS_PER_MESSAGE * len(messages)
-    )
 
 
 class RemoteBudgetExceeded(RuntimeError):

@@ -88,7 +88,9 @@ def merge_findings(
             ),
             None,
         )
-        quoted = output.chunk_id is not None and _quoted(output.citation, chunk_text(output.chunk_id))
+        quoted = output.chunk_id is not None and _quoted(
+            output.citation, chunk_text(output.chunk_id)
+        )
         if twin is None:
             findings.append(
                 Finding(
@@ -118,9 +120,7 @@ def rank_findings(question: str, tasks: Sequence[str], findings: list[Finding]) 
     corpus = [
         tokenize(
             " ".join(
-                part
-                for part in (f.output.answer, f.output.citation, f.output.explanation)
-                if part
+                part for part in (f.output.answer, f.output.citation, f.output.explanation) if part
             )
         )
         for f in findings

@@ -7,6 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engines.usage import Usage
+from protocols.baseline import Baseline
+from protocols.cost_guard import CostGuardRecord
 
 ProtocolName = Literal["minion", "minions", "local_only", "remote_only"]
 PlanSource = Literal["remote", "fallback"]
@@ -141,3 +143,7 @@ class Result(BaseModel):
     compressions: list[str] = Field(description="texts the local side sent to the remote")
     warnings: list[str]
     stats: DocumentStats
+    baseline: Baseline = Field(description="what remote_only would have sent (counted, not run)")
+    cost_guard: CostGuardRecord = Field(
+        description="the remote budget: baseline, budget, spent, what was trimmed, fallbacks"
+    )

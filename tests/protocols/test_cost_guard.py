@@ -108,7 +108,11 @@ def chatty_local() -> ScriptedEngine:
         else:
             answer = None if len(prompt) % 3 else "The excerpt does not contain it."
         return json.dumps(
-            {"explanation": "I read the excerpt very carefully " * 12, "citation": None, "answer": answer}
+            {
+                "explanation": "I read the excerpt very carefully " * 12,
+                "citation": None,
+                "answer": answer,
+            }
         )
 
     return ScriptedEngine(
@@ -119,9 +123,9 @@ def chatty_local() -> ScriptedEngine:
     )
 
 
-async def run(name: str, document: Document, behaviour: str, options: dict[str, Any]) -> tuple[
-    Result, ScriptedEngine, ScriptedEngine
-]:
+async def run(
+    name: str, document: Document, behaviour: str, options: dict[str, Any]
+) -> tuple[Result, ScriptedEngine, ScriptedEngine]:
     local, remote = chatty_local(), verbose_remote(behaviour)
     task = Task(question="What is the access code?", documents=(document,))
     protocol = build_protocol(name, local, remote, PriceTable.default(), **options)
