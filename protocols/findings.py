@@ -8,7 +8,6 @@ findings whose quote is really in their chunk first, then BM25 over the finding 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -21,24 +20,6 @@ from protocols.retrieval import tokenize
 # Word-set overlap (Jaccard) at or above which two answers count as the same finding: "Paris,
 # France" and "paris, france." merge; "3 patients" and "4 patients" do not (one word in four).
 NEAR_DUPLICATE_JACCARD = 0.8
-
-# Replies a small model writes instead of null when the excerpt has nothing.
-_NO_ANSWER = re.compile(
-    r"^(?:the (?:excerpt|text|document|passage|chunk)s? (?:does|do) not (?:contain|mention|say|"
-    r"state|specify|provide|include)|(?:it is |this is )?not (?:mentioned|stated|specified|"
-    r"provided|found|given|available|applicable)|no (?:information|mention|answer|data|relevant)|"
-    r"there is no (?:information|mention)|(?:i )?(?:cannot|can't|could not) (?:find|determine|"
-    r"answer)|unknown\b|none\b)",
-    re.IGNORECASE,
-)
-
-
-def is_no_answer(text: str | None) -> bool:
-    """Whether a local answer means "nothing here": empty, null-like, or a sentence that says
-    the excerpt does not contain it."""
-    if text is None or is_empty_answer(text):
-        return True
-    return bool(_NO_ANSWER.match(text.strip().strip("\"'*`").strip()))
 
 
 @dataclass
@@ -75,7 +56,7 @@ def merge_findings(
     findings: list[Finding] = []
     no_answer = 0
     for output in outputs:
-        if is_no_answer(output.answer):
+        if output.answer is None or is_empty_answer(output.answer):
             no_answer += 1
             continue
         answer = output.answer or ""

@@ -14,7 +14,8 @@ from engines.base import Engine, GenerationRequest, GenerationResult
 from protocols import prompts
 from protocols.base import CHAT_TEMPLATE_MARGIN, chunk_source, neutralize
 from protocols.chunking import Chunk
-from protocols.plans import JobOutput, JobPlan, KeywordSelection, job_output_schema, normalize
+from protocols.findings import Finding
+from protocols.plans import QUOTE_CHARS, JobOutput, JobPlan, KeywordSelection, job_output_schema
 from protocols.result import JobCounts, LocalOutput
 from protocols.retrieval import ChunkRetriever
 from protocols.structured import parse_reply
@@ -71,8 +72,11 @@ def build_jobs(
     selected: list[list[int]],
     options: Options,
     local: Engine,
+    job_tokens: int | None = None,
 ) -> JobBatch:
+    """The round's job requests; each may write ``job_tokens`` (default: ``job_max_tokens``)."""
     batch = JobBatch()
+    job_tokens = job_tokens or options.job_max_tokens
     per_task = [
         [
             Job(task_index, chunk_id, sample)
@@ -96,7 +100,7 @@ def build_jobs(
         )
     if options.samples_per_job > 1 and options.temperature == 0:
         batch.warnings.append("samples_per_job > 1 at temperature 0 repeats identical samples")
-    schema = job_output_schema(options.job_max_tokens) if local.supports_json_schema else None
+    schema = job_output_schema(job_tokens) if local.supports_json_schema else None
     budget = local.context_window - options.job_max_tokens - CHAT_TEMPLATE_MARGIN
     frame_tokens: dict[tuple[int, int], int] = {}
     too_long = 0
@@ -120,7 +124,7 @@ def build_jobs(
         batch.requests.append(
             GenerationRequest.from_prompt(
                 prompts.render("minions_job", chunk=neutralize(chunk.text), **values),
-                max_tokens=options.job_max_tokens,
+                max_tokens=job_tokens,
                 temperature=options.temperature,
                 seed=options.seed + job.sample,
                 json_schema=schema,
@@ -159,32 +163,22 @@ def judge(job: Job, result: GenerationResult | None) -> tuple[LocalOutput | None
 
 
 def findings_lines(
-    plan: JobPlan, outputs: Sequence[LocalOutput], chunks: Sequence[Chunk]
+    plan: JobPlan, findings: Sequence[Finding], chunks: Sequence[Chunk]
 ) -> list[str]:
-    """Kept outputs grouped by task, identical findings merged with the chunks they came from."""
-    lines: list[str] = []
-    for task_index, planned in enumerate(plan.tasks):
-        merged: dict[tuple[str, str], tuple[LocalOutput, list[int]]] = {}
-        for output in outputs:
-            if output.task_index != task_index or output.chunk_id is None:
-                continue
-            key = (normalize(output.answer or ""), normalize(output.citation or ""))
-            if key in merged:
-                if output.chunk_id not in merged[key][1]:
-                    merged[key][1].append(output.chunk_id)
-            else:
-                merged[key] = (output, [output.chunk_id])
-        lines.append(f"Task {task_index + 1}: {_clip(planned.task)}")
-        if not merged:
-            lines.append("- no assistant found anything")
-        for output, chunk_ids in merged.values():
-            if len(chunk_ids) == 1:
-                where = chunk_source(chunks[chunk_ids[0]])
-            else:  # the same finding from several chunks: ids only, the remote knows the layout
-                where = "chunks " + ", ".join(str(chunk_id) for chunk_id in chunk_ids[:10])
-                if len(chunk_ids) > 10:
-                    where += f" and {len(chunk_ids) - 10} more"
-            lines.append(f"- [{where}] " + finding_text(output))
+    """The plan's tasks (one line each), then the findings in the order given, each with its
+    task and where it was found (one chunk: its source; several: their ids)."""
+    lines = [f"Task {index + 1}: {_clip(planned.task)}" for index, planned in enumerate(plan.tasks)]
+    if not findings:
+        lines.append("- no assistant found anything")
+    for finding in findings:
+        chunk_ids = finding.chunk_ids
+        if len(chunk_ids) == 1:
+            where = chunk_source(chunks[chunk_ids[0]])
+        else:  # the same finding from several chunks: ids only, the remote knows the layout
+            where = "chunks " + ", ".join(str(chunk_id) for chunk_id in chunk_ids[:10])
+            if len(chunk_ids) > 10:
+                where += f" and {len(chunk_ids) - 10} more"
+        lines.append(f"- [task {finding.task_index + 1}; {where}] " + finding_text(finding.output))
     return lines
 
 
@@ -193,30 +187,31 @@ def finding_text(output: LocalOutput) -> str:
     text the local model wrote, which the mutual-information estimate scores."""
     parts = [f"answer: {_clip(output.answer or '')}"]
     if output.citation:
-        parts.append(f'citation: "{_clip(output.citation)}"')
+        parts.append(f'quote: "{_clip(output.citation, QUOTE_CHARS)}"')
     if output.explanation:
         parts.append(f"explanation: {_clip(output.explanation)}")
     return " | ".join(parts)
 
 
 def fit_lines(
-    lines: list[str], budget_tokens: int, count_tokens: Callable[[str], int]
+    lines: list[str], budget_tokens: int, count_tokens: Callable[[str], int], keep: int = 0
 ) -> tuple[str, int]:
-    """As many lines as fit ``budget_tokens``, and how many were left out."""
+    """The first ``keep`` lines, then as many more as fit ``budget_tokens`` in all, and how many
+    were left out."""
     kept: list[str] = []
     used = 0
-    for line in lines:
+    for index, line in enumerate(lines):
         tokens = count_tokens(line) + 1
-        if used + tokens > budget_tokens:
+        if index >= keep and used + tokens > budget_tokens:
             break
         kept.append(line)
         used += tokens
     left_out = len(lines) - len(kept)
     if left_out:
-        kept.append(f"({left_out} more findings left out to fit the context)")
+        kept.append(f"({left_out} more findings left out to fit the budget)")
     return "\n".join(kept), left_out
 
 
-def _clip(text: str) -> str:
+def _clip(text: str, limit: int = _FIELD_CHARS) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= _FIELD_CHARS else text[: _FIELD_CHARS - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -65,13 +65,14 @@ async def test_the_baseline_is_known_before_the_first_remote_call(
     async def sink(kind: str, data: dict[str, Any]) -> None:
         events.append((kind, data))
 
-    task = pages_task(PAGES, max_remote_fraction=0.75)
+    task = pages_task(PAGES, max_remote_fraction=40.0)  # a round fits 40 x these 3 lines
     local, remote = engines()
     await build_protocol("minions", local, remote, prices).run(task, events=sink)
     kinds = [kind for kind, _ in events]
     assert kinds[0] == "baseline" and "remote_call" in kinds
     baseline = events[0][1]
     assert baseline["remote_prompt_tokens"] == remote.count_tokens(remote_only_prompt(task))
+    assert baseline["budget_prompt_tokens"] == int(40 * baseline["remote_prompt_tokens"])
 
 
 async def test_a_document_over_the_remote_context_is_flagged_and_still_counted(
