@@ -20,7 +20,6 @@ from analysis.answer_scoring import score_answer
 from analysis.engine_scorer import EngineScorer
 from analysis.scorer_base import Scorer
 from analysis.task_mi import (
-    MI_PROTOCOLS,
     MILimits,
     MISkipped,
     RollingReferences,
@@ -29,7 +28,7 @@ from analysis.task_mi import (
 )
 from engines.base import Engine, GenerationRequest
 from engines.prices import PriceTable
-from protocols import Document, Options, Result, Task, build_protocol
+from protocols import Document, Options, Result, Task, build_protocol, protocol_class
 from protocols.documents import load_document
 
 logger = logging.getLogger(__name__)
@@ -254,7 +253,7 @@ async def evaluate(
         runner = build_protocol(name, local, remote, prices, remote_stand_in=remote_stand_in)
         measure = (
             MIMeasure(scorer, local, limits, RollingReferences(limits.reference_size))
-            if mi and name in MI_PROTOCOLS
+            if mi and protocol_class(name).sends_compressions
             else None
         )
         for row, task in zip(rows, tasks, strict=True):

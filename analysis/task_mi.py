@@ -4,16 +4,14 @@ each of those texts was written from, and the estimate over them plus reference 
 One code path for the gateway's background job (``service/mi_background.py``) and the
 evaluation harness (``analysis/evaluate.py``). See docs/mutual_information.md, "Per task".
 
-* **Compressions.** ``minions``: every kept job output (``LocalOutput`` with a ``chunk_id``) as
-  the finding text that crossed (``protocols.jobs.finding_text``: answer, citation,
-  explanation, clipped as sent), with its job's task as its query. ``minion``: every local reply
-  of a round, with the remote's message of that round as its query; chunked, one reply per chunk
-  (``chunk_id``); unchunked, the one reply, whose context is the task's documents as one text.
-  Outputs that were left out of what was sent (to fit the remote's window) are not scored.
-* **Contexts.** The chunks the protocol read, rebuilt from the task's documents with the run's
-  own chunking (``Result.stats``: strategy and size; the overlap from the options); their count
-  must match the run's. Sources of the scored compressions first, then the other chunks, up to
-  ``max_contexts``; then up to ``reference_size`` reference contexts (other tasks' recent chunks).
+* **Compressions.** What the protocol recorded as crossed (``RoundRecord.crossed``): each text
+  as sent, the chunk it was written from (none: the task's documents as one text) and the query
+  it answered. The protocol decides what crossed (``minions``: the findings that fit the
+  remote's window; ``minion``: the local replies); nothing here depends on which protocol ran.
+* **Contexts.** The chunks the protocol read, rebuilt by ``protocols.base.run_chunks`` with the
+  run's own chunking (``Result.stats``); their count must match the run's. Sources of the
+  scored compressions first, then the other chunks, up to ``max_contexts``; then up to
+  ``reference_size`` reference contexts (other tasks' recent chunks).
 * **Bounds.** At most ``max_compressions`` compressions (in run order) and ``max_contexts`` of
   the task's contexts; every context is first cut to ``max_context_chars`` characters by the
   estimator's own rule (first and last halves kept), then to the scorer's token budget.
@@ -23,18 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast, get_args
+from typing import Any
 
 from analysis.mutual_information import Compression, MIEstimate, estimate_mutual_information
 from analysis.scorer_base import Scorer
 from analysis.scoring_template import truncate_middle
-from protocols.chunking import Chunk, chunk_documents
-from protocols.jobs import finding_text
+from protocols import protocol_class
+from protocols.base import run_chunks
 from protocols.result import Result
-from protocols.task import ChunkingStrategy, Options, Task
-
-# The protocols whose local side sends compressions of the documents to the remote.
-MI_PROTOCOLS = frozenset({"minion", "minions"})
+from protocols.task import Task
 
 
 class MISkipped(Exception):
@@ -98,13 +93,6 @@ class TaskMIScore:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class _Crossed:
-    chunk_id: int | None  # None: the whole documents (unchunked minion)
-    text: str
-    query: str
-
-
 def clip_context(text: str, max_chars: int) -> str:
     """The estimator's truncation rule in characters: keep the first and last halves."""
     return "".join(truncate_middle(text, max_chars)) if len(text) > max_chars else text
@@ -115,18 +103,17 @@ def task_mi_inputs(
     task: Task,
     count_tokens: Callable[[str], int],
     limits: MILimits,
-    options: Options | None = None,
 ) -> TaskMIInputs:
     """Contexts and compressions of one ``minion``/``minions`` run. ``count_tokens`` must be the
     local engine's (the run chunked with it); ``options`` are the run's (default: the task's).
     CPU-heavy for long documents (it re-chunks them): call it off the event loop. Raises
     ``MISkipped`` when nothing crossed, ``ValueError`` when the chunks cannot be rebuilt."""
-    if result.protocol not in MI_PROTOCOLS:
+    if not protocol_class(result.protocol).sends_compressions:
         raise ValueError(f"protocol: {result.protocol!r} sends no compressions to the remote")
-    crossed = _crossed(result, task.question)
+    crossed = [item for record in result.rounds for item in record.crossed if item.text.strip()]
     if not crossed:
         raise MISkipped("no local output crossed to the remote")
-    chunks = _rebuild_chunks(result, task, count_tokens, options or task.options)
+    chunks = run_chunks(result.stats, task.documents, count_tokens)
     whole = "\n\n".join(document.text for document in task.documents)
     contexts: list[str] = []
     index_of: dict[str, int] = {}
@@ -219,56 +206,3 @@ class RollingReferences:
 
     def push(self, contexts: Sequence[str]) -> None:
         self._items = [*reversed(contexts_to_share(contexts, self.size)), *self._items][: self.size]
-
-
-def _crossed(result: Result, question: str) -> list[_Crossed]:
-    """Every local output that crossed to the remote, in run order, with its query."""
-    found: list[_Crossed] = []
-    # One sent text per round (findings, or the local reply), when the run got that far.
-    aligned = len(result.compressions) == len(result.rounds)
-    for number, record in enumerate(result.rounds):
-        round_items: list[_Crossed] = []
-        if result.protocol == "minions":
-            tasks = (record.plan or {}).get("tasks") or []
-            for output in record.local_outputs:
-                if output.chunk_id is None or not output.answer:
-                    continue
-                query = question
-                index = output.task_index
-                if index is not None and 0 <= index < len(tasks):
-                    query = str(tasks[index].get("task") or question)
-                round_items.append(_Crossed(output.chunk_id, finding_text(output), query))
-        else:
-            query = record.remote_messages[0].text if record.remote_messages else question
-            for output in record.local_outputs:
-                if output.answer:
-                    round_items.append(_Crossed(output.chunk_id, output.answer, query or question))
-        if aligned:  # left out to fit the remote's window: it never crossed
-            sent = result.compressions[number]
-            round_items = [item for item in round_items if item.text in sent]
-        found += [item for item in round_items if item.text.strip()]
-    return found
-
-
-def _rebuild_chunks(
-    result: Result, task: Task, count_tokens: Callable[[str], int], options: Options
-) -> list[Chunk]:
-    stats = result.stats
-    if stats.chunks == 0:
-        return []
-    if stats.chunking not in get_args(ChunkingStrategy) or stats.chunk_tokens < 1:
-        raise ValueError(f"stats: the run's chunking ({stats.chunking!r}) cannot be rebuilt")
-    size = stats.chunk_tokens
-    chunks = chunk_documents(
-        task.documents,
-        count_tokens=count_tokens,
-        strategy=cast("ChunkingStrategy", stats.chunking),
-        chunk_tokens=size,
-        overlap_tokens=min(options.chunk_overlap, size // 2),
-    )
-    if len(chunks) != stats.chunks:
-        raise ValueError(
-            f"chunks: rebuilt {len(chunks)} chunks but the run had {stats.chunks} (different "
-            "documents, tokenizer or chunking options)"
-        )
-    return chunks

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -24,6 +29,7 @@ RedisUrlOption = Annotated[
 ]
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 console = Console()
 errors = Console(stderr=True)
 
@@ -62,6 +68,38 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coroutine)
     except (EngineError, EngineConfigError, ValueError) as exc:
         fail(str(exc))
+
+
+def private_data_dir(data_dir: Path) -> None:
+    """The data dir holds every tenant's documents (the AOF), keys' hashes and models: owner-only.
+    Everything this process creates from now on is owner-only too (umask 077)."""
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.chmod(0o700)
+
+
+@contextlib.contextmanager
+def stop_signals_end_cleanly() -> Iterator[None]:
+    """SIGTERM and SIGINT, once the server inside has shut down gracefully, end the command with
+    status 0 and its cleanup run.
+
+    uvicorn handles both signals itself, then restores the previous handlers and raises the signal
+    again "to trigger the expected behaviour": with the default SIGTERM handler that kills the
+    process on the spot (exit 143), skipping every ``finally`` (the embedded Redis was left
+    running). The handlers installed here make that re-raise a no-op; uvicorn replaces them while
+    it runs, so its own graceful shutdown is unchanged."""
+    received: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            logger.info("stopped by signal %d", received[0])
 
 
 def redis_url_for(settings: Settings, explicit: str | None = None) -> str:

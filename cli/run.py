@@ -11,16 +11,11 @@ import typer
 from rich.table import Table
 
 from cli.common import console, fail, load_settings, run_async
-from protocols import Options, Result, Task, build_protocol
+from protocols import PROTOCOLS, Options, Result, Task, build_protocol
 from protocols.documents import load_document
 from service.engines import build_engine_set
 
-
-class ProtocolChoice(StrEnum):
-    minion = "minion"
-    minions = "minions"
-    local_only = "local_only"
-    remote_only = "remote_only"
+ProtocolChoice = StrEnum("ProtocolChoice", {name: name for name in PROTOCOLS})  # type: ignore[misc]
 
 
 def run(

@@ -13,7 +13,14 @@ from typing import Annotated
 
 import typer
 
-from cli.common import RedisUrlOption, console, load_settings, redis_url_for, run_async
+from cli.common import (
+    RedisUrlOption,
+    console,
+    load_settings,
+    private_data_dir,
+    redis_url_for,
+    run_async,
+)
 from service.assembly import open_core
 from service.engines import EngineSet
 from service.metrics import Metrics
@@ -32,6 +39,7 @@ def runner(
     """Run queued tasks from the gateway's Redis; SIGTERM or SIGINT stops gracefully (running
     tasks go back to the queue) and exits 0."""
     settings = load_settings()
+    private_data_dir(settings.data_dir)
     updates: dict[str, object] = {"redis_url": redis_url_for(settings, redis_url)}
     if concurrency is not None:
         updates["runner_concurrency"] = concurrency

@@ -8,10 +8,11 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from cli.common import console, fail, load_settings
+from cli.common import console, fail, load_settings, private_data_dir, stop_signals_end_cleanly
 from gateway.app import create_app
 from service.store import EmbeddedRedis
 from service.store.connection import publish_url, unpublish_url
+from service.store.embedded import EmbeddedRedisError
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +47,20 @@ def serve(
         console.print(token, highlight=False, markup=False, soft_wrap=True)
         console.file.flush()
 
+    private_data_dir(settings.data_dir)
     embedded: EmbeddedRedis | None = None
     redis_dir = settings.data_dir / "redis"
     try:
         if settings.redis_url is None:
             # This process owns the embedded server and records where it listens, so
             # `minions-gw worker` / `runner` on this machine (same data dir) use the same one.
-            embedded = EmbeddedRedis(redis_dir)
+            # A server left by a killed `serve` is stopped first (service.store.embedded).
+            try:
+                embedded = EmbeddedRedis(
+                    redis_dir, maxmemory_bytes=settings.embedded_redis_maxmemory_mb * 2**20
+                )
+            except EmbeddedRedisError as exc:
+                fail(str(exc))
             publish_url(redis_dir, embedded.url)
             logger.info("embedded Redis at %s", embedded.url)
             console.print(f"embedded Redis: {embedded.url}", highlight=False, markup=False)
@@ -62,14 +70,15 @@ def serve(
             app = create_app(settings, on_bootstrap_key=announce)
         except ValueError as exc:
             fail(str(exc))
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=log_level.lower(),
-            timeout_graceful_shutdown=10,
-            proxy_headers=False,
-        )
+        with stop_signals_end_cleanly():
+            uvicorn.run(
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_level=log_level.lower(),
+                timeout_graceful_shutdown=10,
+                proxy_headers=False,
+            )
     finally:
         if embedded is not None:
             unpublish_url(redis_dir, embedded.url)

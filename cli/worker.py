@@ -16,6 +16,7 @@ from cli.common import (
     console,
     fail,
     load_settings,
+    private_data_dir,
     redis_url_for,
     run_async,
 )
@@ -67,6 +68,7 @@ def worker(
 ) -> None:
     """Run local-model jobs from the queue on this machine's engine; SIGTERM stops gracefully."""
     settings = load_settings()
+    private_data_dir(settings.data_dir)
     url = redis_url_for(settings, redis_url)
     kind = engine or settings.local_engine
     if kind not in ADAPTERS:

@@ -13,7 +13,17 @@ from engines.base import Engine
 from gateway.auth import AuthMiddleware, document_security
 from gateway.errors import install_error_handlers
 from gateway.middleware import BodyLimitMiddleware, MetricsMiddleware
-from gateway.routes import admin, analysis, chat, documents, health, studies, tasks
+from gateway.routes import (
+    admin,
+    analysis,
+    chat,
+    dashboard,
+    documents,
+    health,
+    studies,
+    summary,
+    tasks,
+)
 from service.engines import EngineSet
 from service.metrics import Metrics
 from service.services import open_services
@@ -57,8 +67,9 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, tasks, documents, chat, admin, studies, analysis):
+    for module in (health, tasks, documents, chat, admin, summary, studies, analysis, dashboard):
         app.include_router(module.router)
+    dashboard.mount_static(app)
     document_security(app)
     # The last added runs first: metrics see every request, and a request without a valid key
     # is refused before its body is read.

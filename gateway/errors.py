@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import ERROR_TABLE, GatewayError, describe, validation_message
+from service.errors import ERROR_TABLE, STORE_ERRORS, GatewayError, describe, validation_message
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for cls in ERROR_TABLE:
+    for cls in (*ERROR_TABLE, *STORE_ERRORS):
         app.add_exception_handler(cls, _gateway_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -115,17 +115,15 @@ class Recorder:
             self._record(side, purpose, round, engine.model, results, seconds)
         else:
             # One record per remote request, each with its share of the batch's wall time, priced
-            # by the model that answered (a dated snapshot has its own price entry).
+            # as the model asked for: the name in a reply is the provider's word, and a renamed
+            # deployment must not make a call free (it is recorded beside the price's model).
             for result in results:
                 self.guard.charge(result.usage.prompt_tokens)
                 record = self._record(
-                    side,
-                    purpose,
-                    round,
-                    result.model or engine.model,
-                    [result],
-                    seconds / len(results),
+                    side, purpose, round, engine.model, [result], seconds / len(results)
                 )
+                if result.model and result.model != engine.model:
+                    record.reply_model = result.model
                 await self.events.emit("remote_call", record.model_dump())
         return results
 

@@ -7,8 +7,9 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast, get_args
 
 from engines.base import Engine, GenerationRequest, GenerationResult
 from engines.errors import EngineError
@@ -28,7 +29,7 @@ from protocols.result import (
     TokenCounts,
     UsageReport,
 )
-from protocols.task import Document, Options, Task
+from protocols.task import ChunkingStrategy, Document, Options, Task
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,18 @@ class Protocol(ABC):
     # Whether ``Options.max_remote_fraction`` limits this protocol's remote prompt tokens; the
     # baselines are what the fraction is of, so they only record their spending.
     remote_budget: ClassVar[bool] = False
+    # Whether the local side sends the remote compressions of the documents (what the mutual
+    # information of a run is estimated over).
+    sends_compressions: ClassVar[bool] = False
+    # The option that bounds the answer's length (a chat request's ``max_tokens`` sets it), or
+    # None when the answer comes out of a JSON decision.
+    answer_limit_option: ClassVar[str | None] = None
+
+    @classmethod
+    @abstractmethod
+    def max_remote_calls(cls, options: Options) -> int:
+        """The most remote calls one run with ``options`` makes, retries included: the budget
+        reserves this many worst-case calls before the task runs."""
 
     def __init__(
         self,
@@ -155,6 +168,7 @@ class Protocol(ABC):
                 f"chunk_tokens lowered from {options.chunk_tokens} to {size} to fit the local "
                 f"context window ({self.local.context_window} tokens)"
             )
+        overlap = min(options.chunk_overlap, size // 2)
         # Tokenizing megabytes takes seconds: off the event loop, so a gateway keeps serving.
         chunks = await asyncio.to_thread(
             chunk_documents,
@@ -162,13 +176,14 @@ class Protocol(ABC):
             count_tokens=self.local.count_tokens,
             strategy=options.chunking,
             chunk_tokens=size,
-            overlap_tokens=min(options.chunk_overlap, size // 2),
+            overlap_tokens=overlap,
         )
         state.stats = DocumentStats(
             documents=len(state.task.documents),
             pages=state.task.page_count,
             chunks=len(chunks),
             chunk_tokens=size,
+            chunk_overlap=overlap,
             chunking=options.chunking,
         )
         return chunks
@@ -217,6 +232,12 @@ class Protocol(ABC):
                 f"remote model {self.remote.model!r} has no price in the price table; "
                 "its cost is reported as 0"
             )
+        renamed = sorted({call.reply_model for call in remote_calls if call.reply_model})
+        if renamed and not self.remote_stand_in:
+            state.warn(
+                f"the remote's replies named model(s) {', '.join(renamed)} while "
+                f"{self.remote.model!r} was asked for; each call is priced as the model asked for"
+            )
         remote_cost = recorder.cost("remote")
         local_cost = recorder.cost("local")
         return Result(
@@ -263,6 +284,31 @@ def remote_only_prompt(task: Task) -> str:
         metadata=render_metadata(task.metadata, task.documents),
         documents=render_documents(task.documents),
     )
+
+
+def run_chunks(
+    stats: DocumentStats, documents: Sequence[Document], count_tokens: Callable[[str], int]
+) -> list[Chunk]:
+    """The chunks a run read, rebuilt from its documents with the run's own chunking (``stats``)
+    and the local engine's ``count_tokens``; ValueError when they cannot be (other documents,
+    tokenizer or chunking). CPU-heavy for long documents: call it off the event loop."""
+    if stats.chunks == 0:
+        return []
+    if stats.chunking not in get_args(ChunkingStrategy) or stats.chunk_tokens < 1:
+        raise ValueError(f"stats: the run's chunking ({stats.chunking!r}) cannot be rebuilt")
+    chunks = chunk_documents(
+        documents,
+        count_tokens=count_tokens,
+        strategy=cast("ChunkingStrategy", stats.chunking),
+        chunk_tokens=stats.chunk_tokens,
+        overlap_tokens=stats.chunk_overlap,
+    )
+    if len(chunks) != stats.chunks:
+        raise ValueError(
+            f"chunks: rebuilt {len(chunks)} chunks but the run had {stats.chunks} (different "
+            "documents, tokenizer or chunking options)"
+        )
+    return chunks
 
 
 def render_documents(documents: tuple[Document, ...] | list[Document]) -> str:

@@ -1,17 +1,25 @@
 """Turning files and uploaded bytes into ``Document``s: UTF-8 text, or PDF text by page (pypdf).
 
 Size is checked before anything is read or parsed, so an oversized file is a clear error and never
-an out-of-memory: at most ``MAX_DOCUMENT_BYTES`` (16 MiB) per file. The extracted text is then
-held to the limits in ``protocols.task``.
+an out-of-memory: at most ``MAX_DOCUMENT_BYTES`` (16 MiB) per file. PDFs are parsed in a child
+process under a work budget (``protocols.pdf_sandbox``: time, memory, content bytes). The
+extracted text is then held to the limits in ``protocols.task``.
 """
 
 from __future__ import annotations
 
-import io
+import asyncio
+import dataclasses
 import logging
-import warnings
 from pathlib import Path
 
+from protocols.pdf_sandbox import (
+    PdfBudgetExceeded,
+    PdfError,
+    PdfLimits,
+    PdfSandbox,
+    extract_pages_sync,
+)
 from protocols.task import MAX_DOCUMENT_CHARS, MAX_PAGES, Document
 
 logger = logging.getLogger(__name__)
@@ -27,6 +35,10 @@ class DocumentError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class DocumentTooCostly(DocumentError):
+    """Extracting the document's text needs more work than its budget allows."""
 
 
 def load_document(path: Path, *, field: str = "documents[0]") -> Document:
@@ -45,13 +57,34 @@ def load_document(path: Path, *, field: str = "documents[0]") -> Document:
 
 def document_from_bytes(data: bytes, *, name: str, field: str = "documents[0]") -> Document:
     """A ``Document`` from raw bytes: PDF when the bytes say so (or the name ends in .pdf)."""
-    _check_size(len(data), field, name)
-    if not data.strip():
-        raise DocumentError(field, f"{name} is empty (0 bytes of text)")
-    if data.lstrip()[:5] == b"%PDF-" or name.lower().endswith(".pdf"):
+    if _is_pdf(data, name, field):
         pages = pdf_pages(data, field=field, name=name)
     else:
         pages = decode_text(data, field=field, name=name).split("\f")
+    return _document(pages, name, field)
+
+
+async def document_from_bytes_async(
+    sandbox: PdfSandbox, data: bytes, *, name: str, field: str
+) -> Document:
+    """``document_from_bytes`` for the event loop: PDFs in ``sandbox`` (cancelling the caller
+    kills the parse), text decoded in a worker thread."""
+    if _is_pdf(data, name, field):
+        pages = await pdf_pages_async(sandbox, data, field=field, name=name)
+    else:
+        text = await asyncio.to_thread(decode_text, data, field=field, name=name)
+        pages = text.split("\f")
+    return _document(pages, name, field)
+
+
+def _is_pdf(data: bytes, name: str, field: str) -> bool:
+    _check_size(len(data), field, name)
+    if not data.strip():
+        raise DocumentError(field, f"{name} is empty (0 bytes of text)")
+    return data.lstrip()[:5] == b"%PDF-" or name.lower().endswith(".pdf")
+
+
+def _document(pages: list[str], name: str, field: str) -> Document:
     try:
         return Document(name=name[:256] or "document", pages=tuple(pages))
     except ValueError as exc:
@@ -71,45 +104,34 @@ def decode_text(data: bytes, *, field: str, name: str) -> str:
     return text
 
 
-def pdf_pages(data: bytes, *, field: str, name: str) -> list[str]:
-    """The text of each page of a PDF. Raises ``DocumentError`` for corrupt or text-less PDFs."""
-    from pypdf import PdfReader
-
-    pages: list[str] = []
-    chars = 0
+def pdf_pages(data: bytes, *, field: str, name: str, limits: PdfLimits | None = None) -> list[str]:
+    """The text of each page of a PDF, parsed in a child process under a work budget
+    (``protocols.pdf_sandbox``). Raises ``DocumentTooCostly`` past the budget and
+    ``DocumentError`` for corrupt or text-less PDFs."""
     try:
-        # pypdf reports recoverable damage as warnings; they are not errors for us.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            reader = PdfReader(io.BytesIO(data))
-            if reader.is_encrypted:
-                raise DocumentError(field, f"{name} is an encrypted PDF; decrypt it first")
-            count = len(reader.pages)
-            if count > MAX_PAGES:
-                raise DocumentError(
-                    field, f"{name} has {count:,} pages; the limit is {MAX_PAGES:,}"
-                )
-            for page in reader.pages:
-                text = page.extract_text() or ""
-                chars += len(text)
-                if chars > MAX_DOCUMENT_CHARS:
-                    raise DocumentError(
-                        field, f"{name} has more than {MAX_DOCUMENT_CHARS:,} characters of text"
-                    )
-                pages.append(text)
-    except DocumentError:
-        raise
-    except Exception as exc:  # pypdf raises many types on damaged files; all mean "unreadable".
-        raise DocumentError(
-            field, f"{name} is not a readable PDF ({type(exc).__name__}: {exc})"
-        ) from None
-    if not pages:
-        raise DocumentError(field, f"{name} is not a readable PDF (no pages found)")
-    if not any(page.strip() for page in pages):
-        raise DocumentError(
-            field, f"{name} has no extractable text (a scanned PDF? OCR is not supported)"
-        )
-    return pages
+        return extract_pages_sync(data, name, pdf_limits(limits))
+    except PdfError as exc:
+        raise document_error(exc, field) from None
+
+
+async def pdf_pages_async(sandbox: PdfSandbox, data: bytes, *, field: str, name: str) -> list[str]:
+    """``pdf_pages`` for the event loop: cancelling the caller kills the parsing child."""
+    try:
+        return await sandbox.extract_pages(data, name)
+    except PdfError as exc:
+        raise document_error(exc, field) from None
+
+
+def pdf_limits(limits: PdfLimits | None = None) -> PdfLimits:
+    """The budget with this package's own page and text limits."""
+    base = limits or PdfLimits()
+    return dataclasses.replace(base, max_pages=MAX_PAGES, max_chars=MAX_DOCUMENT_CHARS)
+
+
+def document_error(exc: PdfError, field: str) -> DocumentError:
+    if isinstance(exc, PdfBudgetExceeded):
+        return DocumentTooCostly(field, str(exc))
+    return DocumentError(field, str(exc))
 
 
 def _check_size(size: int, field: str, name: str) -> None:

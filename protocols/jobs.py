@@ -16,7 +16,7 @@ from protocols.base import CHAT_TEMPLATE_MARGIN, chunk_source, neutralize
 from protocols.chunking import Chunk
 from protocols.findings import Finding
 from protocols.plans import QUOTE_CHARS, JobOutput, JobPlan, KeywordSelection, job_output_schema
-from protocols.result import JobCounts, LocalOutput
+from protocols.result import Crossing, JobCounts, LocalOutput
 from protocols.retrieval import ChunkRetriever
 from protocols.structured import parse_reply
 from protocols.task import Options
@@ -180,6 +180,25 @@ def findings_lines(
                 where += f" and {len(chunk_ids) - 10} more"
         lines.append(f"- [task {finding.task_index + 1}; {where}] " + finding_text(finding.output))
     return lines
+
+
+def crossings(
+    plan: JobPlan, outputs: Sequence[LocalOutput], sent: str, question: str
+) -> list[Crossing]:
+    """The kept outputs whose finding is in ``sent`` (what the remote received), each with the
+    task it answered; outputs left out to fit the remote's window never crossed."""
+    found = []
+    for output in outputs:
+        if output.chunk_id is None or not output.answer:
+            continue
+        text = finding_text(output)
+        if text.strip() and text in sent:
+            index = output.task_index
+            query = question
+            if index is not None and 0 <= index < len(plan.tasks):
+                query = plan.tasks[index].task or question
+            found.append(Crossing(chunk_id=output.chunk_id, text=text, query=query))
+    return found
 
 
 def finding_text(output: LocalOutput) -> str:

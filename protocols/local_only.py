@@ -16,6 +16,7 @@ from protocols.base import (
 )
 from protocols.plans import is_empty_answer
 from protocols.result import LocalOutput, RoundRecord
+from protocols.task import Options
 
 NOTHING_FOUND = "The documents do not appear to contain the answer."
 _MAX_REDUCE_LEVELS = 8
@@ -23,6 +24,11 @@ _MAX_REDUCE_LEVELS = 8
 
 class LocalOnly(Protocol):
     name = "local_only"
+    answer_limit_option = "local_max_tokens"
+
+    @classmethod
+    def max_remote_calls(cls, options: Options) -> int:
+        return 0
 
     async def _run(self, state: RunState) -> str:
         task, options = state.task, state.options

@@ -20,8 +20,9 @@ from protocols.base import (
 from protocols.chunking import Chunk
 from protocols.fallback import answer_without_rounds
 from protocols.plans import ChatDecision, FinalChatDecision, is_empty_answer
-from protocols.result import LocalOutput, RemoteMessage, RoundRecord
+from protocols.result import Crossing, LocalOutput, RemoteMessage, RoundRecord
 from protocols.structured import ask_json, salvage_answer
+from protocols.task import Options
 
 # Room kept in every local prompt for the remote's message; longer messages are clipped to it.
 MESSAGE_TOKENS = 512
@@ -48,6 +49,12 @@ class Minion(Protocol):
 
     name = "minion"
     remote_budget = True
+    sends_compressions = True
+
+    @classmethod
+    def max_remote_calls(cls, options: Options) -> int:
+        # The opening message, then one JSON decision a round, each retried when invalid.
+        return 1 + options.max_rounds * (1 + options.json_retries)
 
     async def _run(self, state: RunState) -> str:
         options, guard = state.options, state.guard
@@ -126,6 +133,11 @@ class Minion(Protocol):
             )
             reply = self._clip(self.remote, reply, reply_tokens, state, "the local reply")
             state.compressions.append(reply)
+            record.crossed = [
+                Crossing(chunk_id=output.chunk_id, text=output.answer, query=message)
+                for output in record.local_outputs
+                if output.answer and output.answer.strip() and output.answer in reply
+            ]
             conversation.append(self._decide_message(reply, last))
             decided = await ask_json(
                 state.recorder,

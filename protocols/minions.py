@@ -14,7 +14,14 @@ from protocols.base import Protocol, RunState, render_metadata
 from protocols.chunking import Chunk
 from protocols.fallback import answer_without_rounds
 from protocols.findings import merge_findings, rank_findings
-from protocols.jobs import build_jobs, findings_lines, fit_lines, judge, select_chunks
+from protocols.jobs import (
+    build_jobs,
+    crossings,
+    findings_lines,
+    fit_lines,
+    judge,
+    select_chunks,
+)
 from protocols.plan_dedupe import merge_duplicate_tasks
 from protocols.plans import (
     AggregateDecision,
@@ -26,6 +33,7 @@ from protocols.plans import (
 from protocols.result import LocalOutput, RemoteMessage, RoundRecord
 from protocols.retrieval import ChunkRetriever
 from protocols.structured import ask_json, salvage_answer
+from protocols.task import Options
 
 # Tokens kept free in a job prompt for the task and advice text (the plan caps each at 1000
 # characters; the job is dropped as too long if they still do not fit).
@@ -49,6 +57,12 @@ class MinionS(Protocol):
 
     name = "minions"
     remote_budget = True
+    sends_compressions = True
+
+    @classmethod
+    def max_remote_calls(cls, options: Options) -> int:
+        # A plan and an aggregation a round, each retried when invalid.
+        return options.max_rounds * 2 * (1 + options.json_retries)
 
     async def _run(self, state: RunState) -> str:
         options, guard = state.options, state.guard
@@ -63,7 +77,7 @@ class MinionS(Protocol):
         for number in range(1, options.max_rounds + 1):
             decompose = self._decompose_messages(state, chunks, scratchpad, feedback, number)
             aggregate_frame = self.remote.count_prompt_tokens(
-                self._aggregate_messages(state, scratchpad, "", last=True)
+                self._aggregate_messages(state, scratchpad, "", number, last=True)
             )
             fixed = self.remote.count_prompt_tokens(decompose) + aggregate_frame
             if not guard.affords(fixed + MIN_FINDINGS_TOKENS):
@@ -85,7 +99,7 @@ class MinionS(Protocol):
             plan, outputs = await self._execute(state, record, plan, chunks, retriever, room)
             findings = self._findings(state, record, plan, outputs, chunks, scratchpad, room)
             state.compressions.append(findings)
-            messages = self._aggregate_messages(state, scratchpad, findings, last=False)
+            messages = self._aggregate_messages(state, scratchpad, findings, number, last=False)
             cost = self.remote.count_prompt_tokens(messages)
             if not guard.affords(cost):  # only when the plan's retries took more than estimated
                 return self._answer_from_notes(state, number, scratchpad, outputs)
@@ -102,7 +116,7 @@ class MinionS(Protocol):
                 state.recorder,
                 "remote",
                 "aggregate",
-                self._aggregate_messages(state, scratchpad, findings, last),
+                self._aggregate_messages(state, scratchpad, findings, number, last),
                 FinalAggregateDecision if last else AggregateDecision,
                 round=number,
                 max_tokens=options.remote_max_tokens,
@@ -120,7 +134,8 @@ class MinionS(Protocol):
                 )
                 if last:
                     return salvage_answer(reply.raw[-1])
-                feedback = "The previous round's findings could not be aggregated; try again."
+                # The round's number keeps the next plan request from repeating this one's.
+                feedback = f"Round {number}'s findings could not be aggregated; try again."
                 continue
             record.decision = decision.decision
             record.scratchpad = scratchpad = decision.scratchpad
@@ -265,7 +280,7 @@ class MinionS(Protocol):
         guard.trim(record.round, "near_duplicate_findings", len(outputs) - no_answer - len(found))
         ranked = rank_findings(state.task.question, [t.task for t in plan.tasks], found)
         lines = findings_lines(plan, ranked, chunks)
-        frame = self._aggregate_messages(state, scratchpad, "", last=True)
+        frame = self._aggregate_messages(state, scratchpad, "", record.round, last=True)
         context_room = (
             self.remote.context_window
             - state.options.remote_max_tokens
@@ -281,12 +296,15 @@ class MinionS(Protocol):
                 f"round {record.round}: {left_out} findings left out to fit the remote budget "
                 "and context"
             )
+        record.crossed = crossings(plan, outputs, text, state.task.question)
         return text
 
     def _aggregate_messages(
-        self, state: RunState, scratchpad: str, findings: str, last: bool
+        self, state: RunState, scratchpad: str, findings: str, number: int, last: bool
     ) -> list[ChatMessage]:
-        note = (
+        # The round's number: the remote learns how far along it is, and two rounds with the
+        # same findings never make the same request.
+        note = f"Round {number} of at most {state.options.max_rounds}. " + (
             "This is the last round: give your final answer now, from what is known."
             if last
             else "If the findings answer the question, give the final answer; otherwise request "

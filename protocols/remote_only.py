@@ -6,11 +6,16 @@ from __future__ import annotations
 from engines.base import GenerationRequest
 from protocols.base import ContextOverflowError, Protocol, RunState, remote_only_prompt
 from protocols.result import RemoteMessage
-from protocols.task import Task
+from protocols.task import Options, Task
 
 
 class RemoteOnly(Protocol):
     name = "remote_only"
+    answer_limit_option = "remote_max_tokens"
+
+    @classmethod
+    def max_remote_calls(cls, options: Options) -> int:
+        return 1
 
     @staticmethod
     def prompt(task: Task) -> str:

@@ -38,7 +38,10 @@ class CallRecord(BaseModel):
     side: Literal["local", "remote"]
     purpose: str = Field(description="decompose, aggregate, chat, decide, answer, job, ...")
     round: int
-    model: str
+    model: str = Field(description="the model asked for, which prices the call")
+    reply_model: str | None = Field(
+        default=None, description="the model the reply named, when it named another one"
+    )
     requests: int = 1
     usage: TokenCounts
     seconds: float
@@ -97,6 +100,16 @@ class LocalOutput(BaseModel):
     citation: str | None = None
 
 
+class Crossing(BaseModel):
+    """One text the local side wrote that crossed to the remote, and what it answered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chunk_id: int | None = Field(description="the chunk it was written from; null: the documents")
+    text: str = Field(description="the text as sent (without its location)")
+    query: str = Field(description="the job's task or the remote's message it answered")
+
+
 class RemoteMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -113,6 +126,9 @@ class RoundRecord(BaseModel):
     plan_source: PlanSource | None = None
     jobs: JobCounts | None = None
     local_outputs: list[LocalOutput] = Field(default_factory=list)
+    crossed: list[Crossing] = Field(
+        default_factory=list, description="local outputs as they crossed to the remote"
+    )
     decision: str | None = None
     scratchpad: str | None = None
     feedback: str | None = None
@@ -125,6 +141,7 @@ class DocumentStats(BaseModel):
     pages: int
     chunks: int = 0
     chunk_tokens: int = 0
+    chunk_overlap: int = 0
     chunking: str = ""
 
 

@@ -1,6 +1,7 @@
 """A task's worst-case remote cost, reserved against the key's budget before the task runs.
 
-The bound: the most remote calls the protocol can make with the task's options, each with a
+The bound: the most remote calls the protocol states it can make with the task's options
+(``Protocol.max_remote_calls``), each with a
 prompt as large as the remote context window and a reply of ``remote_max_tokens``. A task's
 ``max_cost_usd`` (or the gateway's ``task_max_cost_usd``) lowers it; the metering engine then
 holds the task to whichever is reserved.
@@ -11,19 +12,8 @@ from __future__ import annotations
 from engines.base import Engine
 from engines.prices import PriceTable
 from engines.usage import Usage
+from protocols import protocol_class
 from protocols.task import Options
-
-
-def remote_call_bound(protocol: str, options: Options) -> int:
-    """The most remote calls ``protocol`` makes (each JSON reply may be retried)."""
-    attempts = 1 + options.json_retries
-    if protocol == "local_only":
-        return 0
-    if protocol == "remote_only":
-        return 1
-    if protocol == "minion":
-        return 1 + options.max_rounds * attempts
-    return options.max_rounds * 2 * attempts  # minions: decompose and aggregate each round
 
 
 def worst_case_usd(
@@ -37,7 +27,7 @@ def worst_case_usd(
     per_call = price.cost(Usage(prompt_tokens=remote.context_window)) + price.cost(
         Usage(completion_tokens=options.remote_max_tokens)
     )
-    return remote_call_bound(protocol, options) * per_call
+    return protocol_class(protocol).max_remote_calls(options) * per_call
 
 
 def reservation_usd(

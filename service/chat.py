@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
-from protocols import Result, Task
+from protocols import Result, Task, protocol_class
 from protocols.accounting import EventSink
 from protocols.task import Document, Options
 from service.chat_schemas import ChatCompletionRequest, Model
@@ -112,8 +112,8 @@ async def prepare(key: ApiKey, body: ChatCompletionRequest, services: Services) 
     task_options = body.minions_options
     options = task_options.protocol_options() if task_options else {}
     limit = body.max_completion_tokens or body.max_tokens
-    if limit is not None and protocol in ("local_only", "remote_only"):
-        side = "local_max_tokens" if protocol == "local_only" else "remote_max_tokens"
+    side = protocol_class(protocol).answer_limit_option
+    if limit is not None and side is not None:
         options.setdefault(side, max(limit, 16))
     if body.temperature is not None:
         options.setdefault("temperature", body.temperature)

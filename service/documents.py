@@ -11,7 +11,13 @@ import anyio.to_thread
 from pydantic import ValidationError
 
 from engines.base import Engine
-from protocols.documents import DocumentError, document_from_bytes, pdf_pages
+from protocols.documents import (
+    DocumentError,
+    DocumentTooCostly,
+    document_from_bytes_async,
+    pdf_pages_async,
+)
+from protocols.pdf_sandbox import PdfSandbox
 from protocols.task import Document
 from service.errors import InvalidRequest, NotFound, PayloadTooLarge
 from service.schemas import DocumentInput
@@ -27,6 +33,7 @@ class DocumentService:
         self.store = store
         self.local = local
         self.settings = settings
+        self.pdf_sandbox = PdfSandbox(settings.pdf_limits())
 
     async def count_tokens(self, document: Document) -> int:
         text = "\n\n".join(document.pages)
@@ -62,11 +69,11 @@ class DocumentService:
                 param="file",
             )
         try:
-            document = await anyio.to_thread.run_sync(
-                lambda: document_from_bytes(data, name=filename, field="file")
+            document = await document_from_bytes_async(
+                self.pdf_sandbox, data, name=filename, field="file"
             )
         except DocumentError as exc:
-            raise InvalidRequest(str(exc), param="file") from None
+            raise _refusal(exc, "file") from None
         stored = await self.prepare(owner, document)
         await self.store.documents.put(stored)
         return stored
@@ -114,15 +121,22 @@ class DocumentService:
                     f"{param}.pdf_base64: the data is not a PDF (no %PDF- header)",
                     param=f"{param}.pdf_base64",
                 )
-            pages = await anyio.to_thread.run_sync(
-                lambda: pdf_pages(data, field=f"{param}.pdf_base64", name=name)
+            pages = await pdf_pages_async(
+                self.pdf_sandbox, data, field=f"{param}.pdf_base64", name=name
             )
             return Document(name=name, pages=tuple(pages))
         except DocumentError as exc:
-            raise InvalidRequest(str(exc), param=exc.field) from None
+            raise _refusal(exc, exc.field) from None
         except ValidationError as exc:
             first = exc.errors(include_input=False)[0]
             raise InvalidRequest(f"{param}: {first['msg']}", param=param) from None
+
+
+def _refusal(exc: DocumentError, param: str) -> InvalidRequest | PayloadTooLarge:
+    """Too costly to parse: 413, like a document over the size limit; unreadable: 422."""
+    if isinstance(exc, DocumentTooCostly):
+        return PayloadTooLarge(str(exc), param=param)
+    return InvalidRequest(str(exc), param=param)
 
 
 def _b64decode(value: str, param: str) -> bytes:

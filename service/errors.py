@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engines.errors import (
@@ -20,7 +21,7 @@ from engines.errors import (
     EngineTimeoutError,
 )
 from protocols.base import ContextOverflowError
-from protocols.documents import DocumentError
+from protocols.documents import DocumentError, DocumentTooCostly
 from service.metering import CostCapReached
 
 
@@ -94,6 +95,7 @@ class ServiceUnavailable(GatewayError):
 # exception class -> (status, type). GatewayError subclasses carry their own.
 ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
     CostCapReached: (402, "cost_cap_reached"),
+    DocumentTooCostly: (413, "payload_too_large"),
     DocumentError: (422, "invalid_document"),
     ContextOverflowError: (422, "context_overflow"),
     EngineConfigError: (500, "engine_config_error"),
@@ -102,6 +104,24 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
     EngineError: (502, "engine_error"),
     ValidationError: (422, "invalid_request"),
 }
+# Redis failures reaching a route: answered in the envelope by ``describe`` (503, or 507 when the
+# store is full), each with a handler of its own so the keep-alive connection is kept (the
+# catch-all handler of the framework re-raises after answering, which drops the connection).
+STORE_ERRORS: tuple[type[Exception], ...] = (RedisError,)
+
+
+STORE_FULL = (
+    "the gateway's store is full (its Redis reached maxmemory): nothing was written; finished "
+    "tasks and unused documents expire, or delete some (DELETE /v1/documents/{id}, DELETE "
+    "/v1/tasks/{id}?purge=true), or ask the operator for more memory"
+)
+
+
+def store_is_full(exc: BaseException) -> bool:
+    """Redis refused a write at maxmemory (noeviction): directly, or inside a script."""
+    return isinstance(exc, OutOfMemoryError) or (
+        isinstance(exc, ResponseError) and "OOM command not allowed" in str(exc)
+    )
 
 
 def describe(exc: Exception) -> tuple[int, str, str, str | None]:
@@ -110,6 +130,8 @@ def describe(exc: Exception) -> tuple[int, str, str, str | None]:
         return exc.status_code, exc.type, exc.message, exc.param
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         return 503, "unavailable", "the task store is unreachable; retry shortly", None
+    if store_is_full(exc):
+        return 507, "insufficient_storage", STORE_FULL, None
     for cls in type(exc).__mro__:
         if cls in ERROR_TABLE:
             status, type_ = ERROR_TABLE[cls]

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from analysis.answer_scoring import grade
 from engines.errors import EngineError
@@ -30,6 +30,7 @@ from service.mi_background import TaskMIJob
 from service.pool import EnginePool
 from service.store import Store, TaskRecord
 from service.store.api_keys import to_nano
+from service.store.summary import Settled
 from workers.queue import NoLiveWorkerError, live_workers
 from workers.queue.producer import no_worker_message
 
@@ -47,6 +48,15 @@ class Run:
     @property
     def spent_nano(self) -> int:
         return to_nano(self.remote.cost_usd)
+
+    def billing_fields(self) -> dict[str, Any]:
+        """What the task record says about billing beyond the numbers: an overrun, renames."""
+        fields: dict[str, Any] = {}
+        if self.remote.overrun:
+            fields["budget_overrun"] = 1
+        if self.remote.reply_models:
+            fields["reply_models"] = sorted(self.remote.reply_models)
+        return fields
 
     def partial_usage(self) -> dict[str, Any]:
         return {
@@ -77,6 +87,7 @@ class Ending:
     event: tuple[str, dict[str, Any]] | None
     release_nano: int
     accuracy: dict[str, Any] | None = None
+    baseline: dict[str, Any] | None = None  # Result.baseline: what remote-only would have cost
 
 
 class TaskExecutor:
@@ -164,7 +175,8 @@ class TaskExecutor:
         await self._finish(record, run, ending, entry_id)
         if scored:
             # Only now, with the answer and its final event written: scoring never delays them.
-            self._spawn(self.mi.run(record.id, task, result), cancel_at_shutdown=True)
+            f1 = float(ending.accuracy["f1"]) if ending.accuracy else None
+            self._spawn(self.mi.run(record.id, task, result, f1), cancel_at_shutdown=True)
 
     @staticmethod
     def _holding_final(events: EventWriter) -> EventSink:
@@ -203,7 +215,14 @@ class TaskExecutor:
             "cost_usd": result.cost_usd.model_dump(),
             "warnings": result.warnings,
         }
-        return Ending("succeeded", fields, ("final", final), record.reserved_nano, accuracy)
+        return Ending(
+            "succeeded",
+            fields,
+            ("final", final),
+            record.reserved_nano,
+            accuracy,
+            baseline_of(result),
+        )
 
     def _failed(self, record: TaskRecord, run: Run | None, exc: Exception) -> Ending:
         status_code, type_, message, param = describe(exc)
@@ -243,13 +262,20 @@ class TaskExecutor:
         finished = time.time()
         if ending.status is not None:
             ending.fields["finished_at"] = finished
+        spent = run.spent_nano if run else 0
+        if run is not None:
+            ending.fields |= run.billing_fields()
         store = self.store
         async with store.redis.pipeline(transaction=True) as pipe:
             store.tasks.queue_update(pipe, record.id, ending.fields)
-            await store.api_keys.queue_settle(
-                pipe, record.key_id, ending.release_nano, run.spent_nano if run else 0
+            if spent:
+                store.tasks.queue_add_billed(pipe, record.id, spent)
+            await store.api_keys.queue_settle(pipe, record.key_id, ending.release_nano, spent)
+            await self._queue_usage(
+                pipe, record.key_id, record.protocol, ending, run, finished, record.created_at
             )
-            await self._queue_usage(pipe, record.key_id, record.protocol, ending, run, finished)
+            if ending.status is not None:
+                store.tasks.queue_index_settled(pipe, record.id, record.protocol, ending.status)
             if ending.event is not None:
                 store.events.queue_append(pipe, record.id, *ending.event)
             if ending.status is None:
@@ -261,6 +287,20 @@ class TaskExecutor:
         if ending.status is not None:
             started = record.started_at or record.created_at
             self.metrics.task_finished(record.protocol, ending.status, finished - started)
+        if run is not None:
+            self._note_overrun(record.id, record.protocol, run)
+
+    def _note_overrun(self, task_id: str | None, protocol: str, run: Run) -> None:
+        if not run.remote.overrun:
+            return
+        self.metrics.budget_overruns.labels(protocol).inc()
+        logger.warning(
+            "task %s: budget_overrun: the remote reported usage costing $%.6f, more than the "
+            "$%.6f reserved; billed as reported",
+            task_id or "(chat)",
+            run.remote.cost_usd,
+            run.remote.cap_usd or 0.0,
+        )
 
     async def _queue_usage(
         self,
@@ -270,7 +310,9 @@ class TaskExecutor:
         ending: Ending,
         run: Run | None,
         finished: float,
+        created: float | None,
     ) -> None:
+        """Usage by key, protocol and day, and the dashboard's time-bucketed summary."""
         counters: dict[str, int] = {}
         if ending.status is not None:
             counters |= {"tasks": 1, ending.status: 1}
@@ -289,10 +331,29 @@ class TaskExecutor:
                 "exact_match": int(bool(ending.accuracy["exact_match"])),
                 "f1_micro": round(float(ending.accuracy["f1"]) * 1_000_000),
             }
+        baseline = baseline_counters(ending.baseline)
+        if "baseline_nano" in baseline:  # priced: its spend is what the savings factor divides
+            baseline["baseline_cost_nano"] = counters.get("cost_nano", 0)
+        counters |= baseline
         if counters:
             await self.store.usage.queue_add(
                 pipe, key_id=key_id, protocol=protocol, finished_at=finished, counters=counters
             )
+        if ending.status is not None or run is not None:
+            settled = Settled(
+                protocol=protocol,
+                status=ending.status,
+                finished_at=finished,
+                latency_s=finished - created if created is not None else None,
+                local_tokens=counters.get("local_prompt_tokens", 0)
+                + counters.get("local_completion_tokens", 0),
+                remote_tokens=counters.get("remote_prompt_tokens", 0)
+                + counters.get("remote_completion_tokens", 0),
+                cost_nano=counters.get("cost_nano", 0),
+                baseline_nano=baseline.get("baseline_nano") if baseline else None,
+                baseline_prompt_tokens=baseline.get("baseline_prompt_tokens", 0),
+            )
+            await self.store.summary.queue_settled(pipe, settled)
 
     # -- chat completions -----------------------------------------------------------------
     async def run_inline(
@@ -313,26 +374,31 @@ class TaskExecutor:
         run = self.prepare(protocol, remote_model, cap_usd)
         started = time.time()
         status = "failed"
+        baseline = None
         try:
             result = await run.protocol.run(task, events=sink)
             status = "succeeded"
+            baseline = baseline_of(result)
             return result
         except asyncio.CancelledError:
             status = "cancelled"
             raise
         finally:
             self.metrics.task_finished(protocol, status, time.time() - started)
-            ending = Ending(status, {}, None, reserved_nano)
-            self._spawn(self._close_inline(key_id, protocol, ending, run))
+            ending = Ending(status, {}, None, reserved_nano, baseline=baseline)
+            self._spawn(self._close_inline(key_id, protocol, ending, run, started))
 
-    async def _close_inline(self, key_id: str, protocol: str, ending: Ending, run: Run) -> None:
-        # Two independent atomic scripts: no MULTI needed around them.
+    async def _close_inline(
+        self, key_id: str, protocol: str, ending: Ending, run: Run, started: float
+    ) -> None:
+        # Independent atomic scripts: no MULTI needed around them.
         async with self.store.redis.pipeline(transaction=False) as pipe:
             await self.store.api_keys.queue_settle(
                 pipe, key_id, ending.release_nano, run.spent_nano
             )
-            await self._queue_usage(pipe, key_id, protocol, ending, run, time.time())
+            await self._queue_usage(pipe, key_id, protocol, ending, run, time.time(), started)
             await pipe.execute()
+        self._note_overrun(None, protocol, run)
 
     def _spawn(self, coroutine: Any, *, cancel_at_shutdown: bool = False) -> None:
         job = asyncio.create_task(coroutine)
@@ -359,3 +425,28 @@ class TaskExecutor:
 def _cap(record: TaskRecord) -> float | None:
     cap = record.request.get("cap_usd")
     return None if cap is None else float(cap)
+
+
+def baseline_of(result: Result) -> dict[str, Any] | None:
+    """The Result's counterfactual (``baseline``: remote-only's prompt tokens and USD), when the
+    protocol computed one."""
+    baseline = getattr(result, "baseline", None)
+    if baseline is None:
+        return None
+    data = baseline.model_dump() if hasattr(baseline, "model_dump") else dict(baseline)
+    return cast("dict[str, Any]", data)
+
+
+def baseline_counters(baseline: dict[str, Any] | None) -> dict[str, int]:
+    """What a baseline adds to the usage counters: the task, remote-only's prompt tokens and, when
+    priced, its USD in nano-USD."""
+    if baseline is None:
+        return {}
+    counters = {
+        "baseline_tasks": 1,
+        "baseline_prompt_tokens": int(baseline.get("remote_prompt_tokens") or 0),
+    }
+    usd = baseline.get("usd")
+    if usd is not None:
+        counters["baseline_nano"] = to_nano(float(usd))
+    return counters

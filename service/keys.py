@@ -75,3 +75,41 @@ def task_remote_calls(task_id: str) -> str:
     """Hash: a task's recorded remote replies (call key -> JSON), so a runner that restarts the
     task after its first runner died does not pay for them again."""
     return f"{PREFIX}:task:{task_id}:remote"
+
+
+# -- the dashboard's summaries (service.store.summary, service.store.bench_runs) ---------------
+SUMMARY_TOTALS = f"{PREFIX}:summary:total"  # hash: all-time counters of settled tasks
+SUMMARY_MI = f"{PREFIX}:summary:mi"  # hash: "<[protocol, model]>|n|bits_micro|tokens_micro"
+SUMMARY_MI_POINTS = f"{PREFIX}:summary:mi-points"  # list: recent (MI, F1) points, capped
+BENCH_RUNS = f"{PREFIX}:bench-runs"  # zset: published bench run ids by publication time
+
+
+def summary_bucket(bucket: str, start: int) -> str:
+    """Hash: counters of the tasks that settled in one hour or day (``start``: epoch seconds);
+    expires after the span the dashboard reads."""
+    return f"{PREFIX}:summary:{bucket}:{start}"
+
+
+def bench_run(run_id: str) -> str:
+    """String: a published bench report (JSON), without its per-question outcomes."""
+    return f"{PREFIX}:bench-run:{run_id}"
+
+
+def bench_run_outcomes(run_id: str) -> str:
+    """String: the per-question outcomes of a published bench report (JSON)."""
+    return f"{PREFIX}:bench-run:{run_id}:outcomes"
+
+
+def tasks_with_status(status: str) -> str:
+    """Sorted set (score 0, by id): tasks that ended with ``status`` (set when they settle)."""
+    return f"{PREFIX}:tasks:status:{status}"
+
+
+def tasks_of_protocol(protocol: str) -> str:
+    """Sorted set (score 0, by id): every task of one protocol (set when it is created)."""
+    return f"{PREFIX}:tasks:protocol:{protocol}"
+
+
+def tasks_of_protocol_status(protocol: str, status: str) -> str:
+    """Sorted set (score 0, by id): tasks of one protocol that ended with ``status``."""
+    return f"{PREFIX}:tasks:protocol:{protocol}:status:{status}"

@@ -3,8 +3,13 @@ to its cost cap.
 
 Every call of a task goes through it, so the usage of a task that is cancelled or fails half-way
 is still known and billed. Before each remote call it checks that the call's worst case (prompt
-bound plus ``max_tokens`` of output) still fits what is left of the task's reservation; so the
-recorded spend never exceeds the reservation, and the reservation never exceeds the key's budget.
+bound plus ``max_tokens`` of output) still fits what is left of the task's reservation.
+
+Billing does not trust the provider's reply: a call is priced as the model the gateway asked for
+(a reply naming another model, a renamed deployment or a proxy's alias, is recorded in
+``reply_models``, never priced at 0 for it). Usage reported beyond the worst case (a provider
+counting more tokens than the bound) is billed as reported: ``overrun`` then says the task spent
+more than its reservation, and the key's balance goes negative, so its next admission is refused.
 """
 
 from __future__ import annotations
@@ -67,6 +72,12 @@ class MeteredEngine(WrappedEngine):
         self.cost_usd = 0.0
         self.requests = 0
         self.aborted_prompt_tokens = 0
+        self.reply_models: set[str] = set()  # models replies named other than the one asked for
+
+    @property
+    def overrun(self) -> bool:
+        """More was billed than the task's cap (its reservation) allowed."""
+        return self.cap_usd is not None and self.cost_usd > self.cap_usd + 1e-9
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         worst = worst_case_call_usd(self.inner, self.prices, requests) if self.priced else 0.0
@@ -84,7 +95,9 @@ class MeteredEngine(WrappedEngine):
             self.aborted_prompt_tokens += prompt
             raise
         for result in results:
-            self._add(result.usage, result.model or self.inner.model, 1)
+            if result.model and result.model != self.inner.model:
+                self.reply_models.add(result.model)
+            self._add(result.usage, self.inner.model, 1)
         return results
 
     def _add(self, usage: Usage, model: str, requests: int) -> None:

@@ -45,6 +45,13 @@ class Metrics:
         self.cost = Counter(
             "mgw_remote_cost_usd_total", "remote spend in USD", ["protocol"], registry=self.registry
         )
+        self.budget_overruns = Counter(
+            "mgw_budget_overruns_total",
+            "tasks billed more than their reservation (a provider reported more usage than the "
+            "worst case); the key's balance went negative",
+            ["protocol"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "mgw_queue_depth", "tasks waiting in the queue", registry=self.registry
         )

@@ -22,14 +22,13 @@ import redis.asyncio as aioredis
 
 from analysis.engine_scorer import EngineScorer
 from analysis.task_mi import (
-    MI_PROTOCOLS,
     MILimits,
     MISkipped,
     contexts_to_share,
     score_task_mi,
     task_mi_inputs,
 )
-from protocols import Result, Task
+from protocols import Result, Task, protocol_class
 from service import keys
 from service.pool import EnginePool
 from service.schemas import TaskMI
@@ -63,14 +62,16 @@ class TaskMIJob:
         self._waiting = 0
 
     def wanted(self, protocol: str) -> bool:
-        return self.enabled and protocol in MI_PROTOCOLS
+        return self.enabled and protocol_class(protocol).sends_compressions
 
     @staticmethod
     def pending() -> dict[str, Any]:
         return {"status": "pending"}
 
-    async def run(self, task_id: str, task: Task, result: Result) -> None:
-        """Score and record; never raises but for cancellation (recorded as ``cancelled``)."""
+    async def run(self, task_id: str, task: Task, result: Result, f1: float | None = None) -> None:
+        """Score and record; never raises but for cancellation (recorded as ``cancelled``).
+        A successful estimate is added to the dashboard's MI summary, with the task's accuracy
+        (``f1``) when it was graded."""
         if self._waiting >= MAX_WAITING:
             await self._record(task_id, {"status": "skipped", "error": "too many tasks waiting"})
             return
@@ -92,7 +93,19 @@ class TaskMIJob:
             except Exception:  # Redis gone at shutdown: the status stays "pending"
                 logger.warning("task %s: could not record the cancelled estimate", task_id)
             raise
-        await self._record(task_id, fields)
+        recorded = await self._record(task_id, fields)
+        if recorded and fields.get("status") == "succeeded" and fields.get("mi_bits") is not None:
+            try:
+                await self.store.summary.add_mi(
+                    task_id=task_id,
+                    protocol=result.protocol,
+                    local_model=result.local_model,
+                    mi_bits=float(fields["mi_bits"]),
+                    compression_tokens=float(fields.get("mean_compression_tokens") or 0.0),
+                    f1=f1,
+                )
+            except Exception:  # the summary is a view; the estimate itself is recorded
+                logger.warning("task %s: could not add the estimate to the summary", task_id)
 
     async def _attempt(self, task_id: str, task: Task, result: Result) -> dict[str, Any]:
         started = time.perf_counter()
@@ -132,12 +145,14 @@ class TaskMIJob:
                 await redis.delete(worker_keys.job_results(run_id))
         return {"status": "succeeded", **score.fields()}
 
-    async def _record(self, task_id: str, fields: dict[str, Any]) -> None:
+    async def _record(self, task_id: str, fields: dict[str, Any]) -> bool:
+        """Write the estimate; False when the record is gone or no longer succeeded."""
         mi = TaskMI.model_validate({**fields, "finished_at": time.time()})
         # Only onto a record that is still there and succeeded (never recreate a deleted one).
-        await self.store.tasks.transition(
+        moved = await self.store.tasks.transition(
             task_id, ("succeeded",), {"mi": mi.model_dump(exclude_none=True)}
         )
+        return moved is True
 
 
 async def recent_references(redis: aioredis.Redis, task_id: str, size: int) -> list[str]:

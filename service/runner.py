@@ -30,7 +30,7 @@ from service import keys
 from service.execution import TaskExecutor
 from service.metrics import Metrics
 from service.store import TERMINAL, Store
-from workers.streams import reclaim_stale
+from workers.streams import ConsumerGroup, Entry
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,13 @@ class InProcessRunner:
         self.max_deliveries = max_deliveries
         self.name = keys.check_name("runner", name or default_runner_name())
         self.reclaimed = 0
+        self.group = ConsumerGroup(
+            store.redis,
+            keys.TASK_STREAM,
+            keys.RUNNER_GROUP,
+            self.name,
+            reclaim_after_ms=max(1, round(3 * heartbeat_s * 1000)),
+        )
         self._workers: list[asyncio.Task[None]] = []
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._held: dict[str, str] = {}  # task id -> stream entry id
@@ -125,7 +132,7 @@ class InProcessRunner:
 
     @property
     def reclaim_after_ms(self) -> int:
-        return max(1, round(3 * self.heartbeat_s * 1000))
+        return self.group.reclaim_after_ms
 
     @property
     def healthy(self) -> bool:
@@ -137,18 +144,12 @@ class InProcessRunner:
 
     async def start(self) -> None:
         self._stopping = False
-        await self._ensure_group()
+        await self.group.ensure()
         self._workers = [
             asyncio.create_task(self._work(n), name=f"mgw-runner-{n}")
             for n in range(self.concurrency)
         ]
         self._workers.append(asyncio.create_task(self._heartbeat(), name="mgw-runner-heartbeat"))
-
-    async def _ensure_group(self) -> None:
-        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
-            await self.store.redis.xgroup_create(
-                keys.TASK_STREAM, keys.RUNNER_GROUP, id="0", mkstream=True
-            )
 
     # -- taking tasks -----------------------------------------------------------------------
     async def _work(self, n: int) -> None:
@@ -164,10 +165,7 @@ class InProcessRunner:
                     entry = await self._read_one()
             except asyncio.CancelledError:
                 raise
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    await self._ensure_group()
-                    continue
+            except ResponseError:
                 logger.exception("reading the task stream failed; retrying in 1 s")
                 await asyncio.sleep(1.0)
                 continue
@@ -176,45 +174,36 @@ class InProcessRunner:
                 await asyncio.sleep(1.0)
                 continue
             if entry is not None:
-                await self._run(*entry)
+                try:
+                    await self._run(entry.entry_id, entry.fields.get("task", ""), entry.deliveries)
+                finally:
+                    self.group.release(entry.entry_id)
 
-    async def _read_one(self) -> tuple[str, str, int] | None:
+    async def _read_one(self) -> Entry | None:
         block_ms = max(1, min(1000, round(self.heartbeat_s * 1000)))
-        answer: Any = await self.store.redis.xreadgroup(
-            keys.RUNNER_GROUP, self.name, {keys.TASK_STREAM: ">"}, count=1, block=block_ms
-        )
-        for _stream, entries in answer or []:
-            for entry_id, fields in entries:
-                return str(entry_id), str(fields.get("task", "")), 1
-        return None
+        entries = await self.group.read(count=1, block_ms=block_ms)
+        return entries[0] if entries else None
 
-    async def _reclaim_one(self) -> tuple[str, str, int] | None:
+    async def _reclaim_one(self) -> Entry | None:
         """Take over one entry whose runner stopped renewing it (died or stalled)."""
-        entry = await reclaim_stale(
-            self.store.redis, keys.TASK_STREAM, keys.RUNNER_GROUP, self.name, self.reclaim_after_ms
-        )
-        if entry is None:
-            return None
-        self.reclaimed += 1
-        logger.warning(
-            "reclaimed task %s from runner %s (idle %d ms, delivery %d)",
-            entry.fields.get("task"),
-            entry.previous_owner,
-            entry.idle_ms,
-            entry.deliveries,
-        )
-        return entry.entry_id, entry.fields.get("task", ""), entry.deliveries
+        entry = await self.group.reclaim_one()
+        if entry is not None:
+            self.reclaimed += 1
+            logger.warning(
+                "reclaimed task %s from runner %s (delivery %d)",
+                entry.fields.get("task"),
+                entry.reclaimed_from,
+                entry.deliveries,
+            )
+        return entry
 
     async def _heartbeat(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self.heartbeat_s)
-            held: list[Any] = list(self._held.values())
-            if not held:
+            if not self._held:
                 continue
             try:
-                await self.store.redis.xclaim(
-                    keys.TASK_STREAM, keys.RUNNER_GROUP, self.name, 0, held, justid=True
-                )
+                await self.group.renew(self._held.values())
                 await self._cancel_requested_elsewhere()
             except asyncio.CancelledError:
                 raise
@@ -240,11 +229,6 @@ class InProcessRunner:
 
     # -- running one ------------------------------------------------------------------------
     async def _run(self, entry_id: str, task_id: str, deliveries: int) -> None:
-        if task_id in self._jobs:
-            # Our own entry, reclaimed because its renewal lapsed (Redis was unreachable for a
-            # while): the run holding it goes on, and the claim just renewed it.
-            logger.info("task %s: reclaimed its own entry; the run goes on", task_id)
-            return
         record = await self.store.tasks.get(task_id) if task_id else None
         if record is None or record.status in TERMINAL:
             await self.store.tasks.done(entry_id)
@@ -301,11 +285,4 @@ class InProcessRunner:
             await cancel_until_done(worker)
         self._workers = []
         with contextlib.suppress(Exception):
-            # Leave the group when nothing is held (a crash leaves entries for reclaim).
-            pending: Any = await self.store.redis.xpending_range(
-                keys.TASK_STREAM, keys.RUNNER_GROUP, "-", "+", 1, consumername=self.name
-            )
-            if not pending:
-                await self.store.redis.xgroup_delconsumer(
-                    keys.TASK_STREAM, keys.RUNNER_GROUP, self.name
-                )
+            await self.group.leave()

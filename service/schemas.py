@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from protocols.result import ProtocolName
 from protocols.task import MAX_QUESTION_CHARS, MetadataValue, Options
 
-ProtocolName = Literal["minion", "minions", "local_only", "remote_only"]
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -123,6 +123,22 @@ class TaskMI(BaseModel):
     finished_at: float | None = None
 
 
+class TaskBilling(BaseModel):
+    billed_usd: float = Field(
+        description="remote spend billed to the key for this task, over all its attempts"
+    )
+    reserved_usd: float = Field(description="what is still reserved for it (0 once it ended)")
+    budget_overrun: bool = Field(
+        description="the provider reported usage costing more than the task's reservation; it "
+        "was billed as reported and the key's balance may be negative"
+    )
+    reply_models: list[str] = Field(
+        default_factory=list,
+        description="models the remote's replies named instead of the one asked for (calls are "
+        "priced as the model asked for)",
+    )
+
+
 class TaskView(BaseModel):
     id: str
     object: Literal["task"] = "task"
@@ -144,6 +160,10 @@ class TaskView(BaseModel):
         default=None,
         description="minion/minions: I(X;Z) of what the local model sent to the remote, scored "
         "in the background after the task succeeded (status 'pending' until then)",
+    )
+    billing: TaskBilling
+    warnings: list[str] = Field(
+        default_factory=list, description="``budget_overrun: ...`` when the task overran"
     )
 
 
@@ -192,7 +212,10 @@ class KeyList(BaseModel):
 
 class UsageReport(BaseModel):
     by: Literal["key", "protocol", "day"]
-    data: dict[str, dict[str, float]]
+    data: dict[str, dict[str, float | None]] = Field(
+        description="counters per value; savings_factor is null when no task had a priced "
+        "remote-only baseline"
+    )
 
 
 class PoolView(BaseModel):
@@ -209,6 +232,11 @@ class WorkersReport(BaseModel):
     local_pool: str | None = Field(description="the pool this gateway's local calls go to")
     tasks_waiting: int
     pools: list[PoolView]
+    studies_waiting: int = Field(default=0, description="studies queued, not yet taken")
+    study_consumers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="consumers of the study queue: name, studies held, seconds since last read",
+    )
 
 
 class Health(BaseModel):

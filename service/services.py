@@ -23,6 +23,7 @@ from service.runner import ExternalRunners, TaskRunner
 from service.settings import Settings
 from service.store import Store
 from service.studies import StudyService
+from service.summary import SummaryService
 from service.tasks import BudgetService, TaskService
 
 
@@ -40,6 +41,7 @@ class Services:
     tasks: TaskService
     studies: StudyService
     metrics: Metrics
+    summary: SummaryService
 
 
 @asynccontextmanager
@@ -84,6 +86,7 @@ async def open_services(
                 tasks=TaskService(the_store, pool, docs, budgets, runner, settings),
                 studies=studies,
                 metrics=metrics,
+                summary=SummaryService(the_store),
             )
             await runner.start()
             await studies.start()

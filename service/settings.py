@@ -15,6 +15,8 @@ from analysis.studies import study_registry
 from engines.base import EngineSpec
 from engines.bundled_model import BUNDLED_MODEL
 from engines.prices import PriceTable
+from protocols.documents import pdf_limits
+from protocols.pdf_sandbox import PdfLimits
 
 
 def _default_data_dir() -> Path:
@@ -111,6 +113,22 @@ class Settings(BaseSettings):
         '(JSON: {"mine": "my_pkg.my_study"}); give workers the same value',
     )
     event_stream_maxlen: Annotated[int, Field(gt=0)] = 10_000
+    pdf_parse_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0,
+        description="wall-clock budget to extract one PDF's text (a child process, killed past "
+        "it or when the client leaves); over it the document is refused with 413",
+    )
+    pdf_parse_workers: Annotated[int, Field(gt=0, le=64)] = Field(
+        default=2, description="PDFs parsed at once by one gateway process"
+    )
+    pdf_parse_memory_mb: Annotated[int, Field(ge=64)] = Field(
+        default=1024, description="address-space limit of a PDF-parsing child process"
+    )
+    embedded_redis_maxmemory_mb: Annotated[int, Field(ge=16)] = Field(
+        default=1024,
+        description="memory limit of the embedded Redis (noeviction: past it, writes are "
+        "refused with 507 and nothing is lost)",
+    )
     # Mutual information of each minion/minions task, scored after it succeeds
     # (service/mi_background.py, docs/mutual_information.md).
     mi_enabled: bool = Field(
@@ -136,6 +154,15 @@ class Settings(BaseSettings):
         if value is not None:
             _check_strong_secret(value.get_secret_value())
         return value
+
+    def pdf_limits(self) -> PdfLimits:
+        return pdf_limits(
+            PdfLimits(
+                timeout_s=self.pdf_parse_timeout_s,
+                memory_bytes=self.pdf_parse_memory_mb * 2**20,
+                workers=self.pdf_parse_workers,
+            )
+        )
 
     @property
     def remote_configured(self) -> bool:

@@ -119,6 +119,14 @@ class StudyService:
             raise NotFound(f"no study {study_id!r}", param="id")
         return record
 
+    async def recent(self, key: ApiKey, limit: int) -> list[StudyRecord]:
+        """The newest studies the key may see (an admin key: all)."""
+        records = await self.store.recent(limit)
+        return [r for r in records if key.admin or r.key_id == key.id]
+
+    def available(self) -> list[str]:
+        return sorted(self.registry)
+
     async def figure(self, key: ApiKey, study_id: str, file: str) -> bytes:
         """A figure the study's result lists (PNG bytes, from Redis); anything else is 404."""
         record = await self.get(key, study_id)

@@ -10,7 +10,9 @@ from typing import Any
 
 from engines.base import Engine
 from engines.prices import PriceTable
+from protocols import protocol_class
 from protocols.task import Options
+from service import keys
 from service.budget import reservation_usd, worst_case_usd
 from service.documents import DocumentService
 from service.errors import BudgetExceeded, Conflict, NotFound, QueueFull
@@ -20,6 +22,7 @@ from service.schemas import TaskCreate, TaskList, TaskView
 from service.settings import Settings
 from service.store import TERMINAL, ApiKey, Store, TaskRecord, new_task_id
 from service.store.api_keys import NANO, to_nano
+from service.store.summary import Settled
 
 
 class BudgetService:
@@ -43,7 +46,8 @@ class BudgetService:
         """(nano-USD to reserve, the task's cost cap). Raises ``BudgetExceeded`` (402) when the
         key has a budget and the remote model has no price to hold it to."""
         unpriced = not stand_in and not self.prices.has_price(remote.model)
-        if unpriced and protocol != "local_only" and key.budget_nano is not None:
+        uses_remote = protocol_class(protocol).max_remote_calls(options) > 0
+        if unpriced and uses_remote and key.budget_nano is not None:
             raise BudgetExceeded(
                 f"remote model {remote.model!r} has no price, so a budget cannot be enforced "
                 "on it; ask the operator to add it to the price table",
@@ -181,7 +185,7 @@ class TaskService:
             raise NotFound(f"no task {task_id!r}", param="task_id")
         return record
 
-    async def list(
+    async def find(
         self,
         key: ApiKey,
         *,
@@ -189,13 +193,22 @@ class TaskService:
         protocol: str | None,
         limit: int,
         cursor: str | None,
-    ) -> TaskList:
-        owner = None if key.admin else key.id
+        key_id: str | None = None,
+    ) -> tuple[list[TaskRecord], str | None]:
+        """Up to ``limit`` tasks, newest first, after ``cursor``, and the cursor of the next page
+        (None on the last). A key sees its own tasks; an admin key every task, or ``key_id``'s.
+        Tasks that ended are found through their status and protocol indexes; the rest by a
+        bounded scan of the narrowest index, which the cursor carries on from."""
+        owner = key.id if not key.admin else key_id
+        if owner is None:
+            index, _ = self.store.tasks.index_for(protocol, status)
+        else:
+            index = keys.tasks_of(owner)
         found: list[TaskRecord] = []
         batch = max(limit * 2, 50)
         has_more = False
         for _ in range(20):  # a bounded scan per page; the cursor carries on from there
-            page = await self.store.tasks.page(owner, cursor, batch)
+            page = await self.store.tasks.page(owner, cursor, batch, index=index)
             for record in page:
                 cursor = record.id
                 if (status is None or record.status == status) and (
@@ -205,17 +218,31 @@ class TaskService:
                     if len(found) == limit:
                         break
             if len(found) == limit:
-                has_more = bool(await self.store.tasks.page(owner, cursor, 1))
+                has_more = bool(await self.store.tasks.page(owner, cursor, 1, index=index))
                 break
             if len(page) < batch:
                 cursor = None
                 break
         else:
             has_more = True
+        return found, cursor if has_more else None
+
+    async def list(
+        self,
+        key: ApiKey,
+        *,
+        status: str | None,
+        protocol: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> TaskList:
+        found, next_cursor = await self.find(
+            key, status=status, protocol=protocol, limit=limit, cursor=cursor
+        )
         return TaskList(
             data=[view(record) for record in found],
-            next_cursor=cursor if has_more else None,
-            has_more=has_more,
+            next_cursor=next_cursor,
+            has_more=next_cursor is not None,
         )
 
     async def cancel(self, key: ApiKey, task_id: str) -> TaskRecord:
@@ -223,8 +250,9 @@ class TaskService:
         if record.status in TERMINAL:
             raise Conflict(f"task {task_id} already {record.status}; it cannot be cancelled")
         await self.store.tasks.request_cancel(task_id)
+        finished = time.time()
         moved = await self.store.tasks.transition(
-            task_id, ("queued",), {"status": "cancelled", "finished_at": time.time()}
+            task_id, ("queued",), {"status": "cancelled", "finished_at": finished}
         )
         if moved is True:
             async with self.store.redis.pipeline(transaction=True) as pipe:
@@ -234,9 +262,17 @@ class TaskService:
                     pipe,
                     key_id=record.key_id,
                     protocol=record.protocol,
-                    finished_at=time.time(),
+                    finished_at=finished,
                     counters={"tasks": 1, "cancelled": 1},
                 )
+                settled = Settled(
+                    protocol=record.protocol,
+                    status="cancelled",
+                    finished_at=finished,
+                    latency_s=finished - record.created_at,
+                )
+                await self.store.summary.queue_settled(pipe, settled)
+                self.store.tasks.queue_index_settled(pipe, task_id, record.protocol, "cancelled")
                 await pipe.execute()
         else:
             await self.runner.cancel(task_id)
@@ -257,5 +293,18 @@ def view(record: TaskRecord) -> TaskView:
         "partial_usage": record.partial_usage,
         "accuracy": record.accuracy,
         "mi": record.mi,
+        "billing": {
+            "billed_usd": record.billed_nano / NANO,
+            "reserved_usd": 0.0 if record.status in TERMINAL else record.reserved_nano / NANO,
+            "budget_overrun": record.budget_overrun,
+            "reply_models": record.reply_models or [],
+        },
+        "warnings": [OVERRUN_WARNING] if record.budget_overrun else [],
     }
     return TaskView.model_validate(data)
+
+
+OVERRUN_WARNING = (
+    "budget_overrun: the remote reported usage costing more than the task's reservation; it was "
+    "billed as reported, so the key may be over its budget (its next tasks are refused with 402)"
+)

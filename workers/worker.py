@@ -25,7 +25,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -43,7 +43,7 @@ from workers.queue.jobs import (
     failure_kind,
 )
 from workers.queue.reclaim import Reclaimer
-from workers.streams import REDIS_DOWN, retry_while_down
+from workers.streams import REDIS_DOWN, ConsumerGroup, retry_while_down
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,13 @@ class Worker:
         self._engine = engine
         self._stream = keys.job_stream(pool)
         self._reclaimer = Reclaimer(redis, pool, self.name, self.timing)
+        self._group = ConsumerGroup(
+            redis,
+            self._stream,
+            keys.JOB_GROUP,
+            self.name,
+            reclaim_after_ms=self.timing.heartbeat_ttl_ms,
+        )
         self._stopping = asyncio.Event()
         self.jobs_run = 0
         # True while the last read of the job stream came back empty: sidecar work (studies)
@@ -98,7 +105,11 @@ class Worker:
                 jobs = jobs or await self._read()
                 self.idle = not jobs
                 if jobs:
-                    await self._process(jobs)
+                    try:
+                        await self._process(jobs)
+                    finally:
+                        for job in jobs:
+                            self._group.release(job.entry_id)
         finally:
             beating.cancel()
             await asyncio.gather(beating, return_exceptions=True)
@@ -106,36 +117,24 @@ class Worker:
 
     # -- reading ------------------------------------------------------------------------------
     async def _register(self, info: dict[str, str]) -> None:
-        await ledger.ensure_group(self._redis, self.pool)
+        await self._group.ensure()
         await registry.heartbeat(self._redis, self.name, info, self.timing.heartbeat_ttl_s)
 
     async def _read(self) -> list[Job]:
         try:
-            response: Any = await self._redis.xreadgroup(
-                keys.JOB_GROUP,
-                self.name,
-                {self._stream: ">"},
-                count=self.batch,
-                block=self.timing.poll_ms,
-            )
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            logger.warning("pool %r had no consumer group (Redis lost it?); recreating", self.pool)
-            await ledger.ensure_group(self._redis, self.pool)
-            return []
+            entries = await self._group.read(count=self.batch, block_ms=self.timing.poll_ms)
         except REDIS_DOWN as exc:
             logger.warning("Redis unreachable (%s); retrying", exc)
             await asyncio.sleep(min(1.0, self.timing.poll_s))
             return []
         jobs, corrupt = [], []
-        for _stream, entries in response or []:
-            for entry_id, fields in entries:
-                try:
-                    jobs.append(Job.from_entry(entry_id, fields))
-                except (KeyError, ValueError):
-                    logger.exception("dropping corrupt job entry %s", entry_id)
-                    corrupt.append(entry_id)
+        for entry in entries:
+            try:
+                jobs.append(Job.from_entry(entry.entry_id, entry.fields))
+            except (KeyError, ValueError):
+                logger.exception("dropping corrupt job entry %s", entry.entry_id)
+                corrupt.append(entry.entry_id)
+                self._group.release(entry.entry_id)
         if corrupt:
             await self._redis_step(
                 "drop", lambda: ledger.drop_entries(self._redis, self.pool, corrupt)
@@ -246,11 +245,7 @@ class Worker:
         """Deregister, and drop the consumer from the group when it holds nothing."""
         try:
             await registry.deregister(self._redis, self.name, self.pool)
-            mine: list[Any] = await self._redis.xpending_range(
-                self._stream, keys.JOB_GROUP, "-", "+", 1, consumername=self.name
-            )
-            if not mine:
-                await self._redis.xgroup_delconsumer(self._stream, keys.JOB_GROUP, self.name)
+            await self._group.leave()
         except RedisError as exc:
             logger.warning("worker %s left without cleaning up (%s)", self.name, exc)
         logger.info("worker %s stopped after %d job(s)", self.name, self.jobs_run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from fastapi import APIRouter
@@ -21,6 +22,7 @@ from service.schemas import (
 )
 from service.store import ApiKey
 from service.store.api_keys import NANO
+from service.summary import savings_factor
 from workers.queue import all_pools
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -72,10 +74,17 @@ async def usage(
 ) -> UsageReport:
     """Totals by key, protocol or day (UTC): tasks by status, tokens, cost, accuracy."""
     raw = await services.store.usage.report(by)
-    data: dict[str, dict[str, float]] = {}
+    data: dict[str, dict[str, float | None]] = {}
+    hidden = ("cost_nano", "baseline_nano", "baseline_cost_nano")
     for value, counters in raw.items():
-        row: dict[str, float] = {k: v for k, v in counters.items() if k not in ("cost_nano",)}
+        row: dict[str, float | None] = {k: v for k, v in counters.items() if k not in hidden}
         row["cost_usd"] = counters["cost_nano"] / NANO
+        # The remote-only counterfactual, summed as tasks settled (no scan): its USD, and how
+        # many times less the tasks that have one spent.
+        row["baseline_usd"] = counters["baseline_nano"] / NANO
+        row["savings_factor"] = savings_factor(
+            counters["baseline_nano"], counters["baseline_cost_nano"]
+        )
         graded = counters["graded"]
         row.pop("f1_micro", None)
         row["mean_f1"] = counters["f1_micro"] / 1_000_000 / graded if graded else 0.0
@@ -89,7 +98,14 @@ async def workers(_: AdminKey, services: ServicesDep) -> WorkersReport:
     """Local-model queue workers: every pool with its live workers and queue depth."""
     redis = services.store.redis
     local_pool = services.settings.local_pool
-    pools = [PoolView(**depth.to_dict()) for depth in await all_pools(redis)]
+    now = time.time()
+    pools = []
+    for depth in await all_pools(redis):
+        pool = depth.to_dict()
+        for worker in pool["workers"]:
+            beat = worker.get("heartbeat_at")
+            worker["heartbeat_age_s"] = max(0.0, now - float(beat)) if beat else None
+        pools.append(PoolView(**pool))
     if local_pool is not None and local_pool not in {pool.pool for pool in pools}:
         pools.append(
             PoolView(
@@ -100,4 +116,6 @@ async def workers(_: AdminKey, services: ServicesDep) -> WorkersReport:
         local_pool=local_pool,
         tasks_waiting=await services.store.tasks.queue_depth(),
         pools=pools,
+        studies_waiting=await services.studies.store.queued(),
+        study_consumers=await services.studies.store.consumers(),
     )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, File, Request, UploadFile
 
 from gateway.auth import CurrentKey
 from gateway.deps import ServicesDep
+from gateway.disconnect import unless_disconnected
 from protocols.documents import MAX_DOCUMENT_BYTES
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.schemas import DocumentCreated, ErrorEnvelope
@@ -23,6 +24,7 @@ async def upload_document(
     file: Annotated[UploadFile, File(description="a PDF or UTF-8 text file")],
     key: CurrentKey,
     services: ServicesDep,
+    request: Request,
 ) -> DocumentCreated:
     data = await file.read(MAX_DOCUMENT_BYTES + 1)
     if len(data) > MAX_DOCUMENT_BYTES:
@@ -33,7 +35,10 @@ async def upload_document(
     if not data:
         raise InvalidRequest("file: the file is empty", param="file")
     name = (file.filename or "document")[:256]
-    stored = await services.documents.upload(key, data, name, file.content_type)
+    # A PDF is parsed in a child process under a work budget; a client that leaves stops it.
+    stored = await unless_disconnected(
+        request, services.documents.upload(key, data, name, file.content_type)
+    )
     return DocumentCreated(
         document_id=stored.id, name=stored.document.name, pages=stored.pages, tokens=stored.tokens
     )

@@ -32,6 +32,17 @@ async def ready(request: Request) -> Response:
     return JSONResponse(body.model_dump(), status_code=200 if body.status == "ready" else 503)
 
 
+# HEAD probes (load balancers, uptime checkers): the GET's status, no body.
+@router.head("/health", include_in_schema=False)
+async def health_head() -> Response:
+    return Response(status_code=200)
+
+
+@router.head("/ready", include_in_schema=False)
+async def ready_head(request: Request) -> Response:
+    return Response(status_code=(await ready(request)).status_code)
+
+
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
     services = request.app.state.services

@@ -7,9 +7,9 @@ not a tenant's.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,6 +67,20 @@ def view(record: StudyRecord) -> StudyView:
         worker=record.worker,
         result=record.result if record.status == "succeeded" else None,
     )
+
+
+class StudyList(BaseModel):
+    data: list[StudyView] = Field(description="the newest studies first")
+    available: list[str] = Field(description="the study names this gateway can run")
+
+
+@router.get("", response_model=StudyList, responses=ERRORS)
+async def list_studies(
+    key: AdminKey, studies: StudiesDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> StudyList:
+    """The newest studies with their status (results included once they succeeded)."""
+    records = await studies.recent(key, limit)
+    return StudyList(data=[view(record) for record in records], available=studies.available())
 
 
 @router.post("/{name}", status_code=202, response_model=StudyCreated, responses=ERRORS)

@@ -14,10 +14,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.auth import CurrentKey, key_of
 from gateway.deps import ServicesDep, services_of
+from protocols.result import ProtocolName
 from service.errors import InvalidRequest
 from service.schemas import (
     ErrorEnvelope,
-    ProtocolName,
     TaskAccepted,
     TaskCreate,
     TaskList,
@@ -138,6 +138,12 @@ async def task_events(
     return EventSourceResponse(stream(), ping=15, send_timeout=30)
 
 
+_MAX_ID_PART = 2**64 - 1  # Redis stream ids are two unsigned 64-bit integers
+
+
 def _valid_stream_id(value: str) -> bool:
+    """A stream id Redis accepts (``ms`` or ``ms-seq``, each below 2**64); anything else makes
+    the stream replay from the start instead of failing every reconnection."""
     first, _, second = value.partition("-")
-    return first.isdigit() and (not second or second.isdigit())
+    parts = [first, second] if second else [first]
+    return all(part.isascii() and part.isdigit() and int(part) <= _MAX_ID_PART for part in parts)

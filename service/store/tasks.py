@@ -37,10 +37,11 @@ return current
 
 # Admit and create a task in one command, so a submit costs one round trip and the checks hold
 # under concurrency. KEYS: the task hash, all tasks, the key's tasks, the task stream, the API key
-# hash, then one key per new document. ARGV: task id, "1" to enqueue, the most tasks that may wait
-# ("-1": no limit), the runners' group, nano-USD to reserve on the key, the document payloads (one
-# per document key), then the hash's fields as one JSON object (one argument, not one per field:
-# the client packs every argument in Python). Documents are written only if absent.
+# hash, the protocol's tasks, then one key per new document. ARGV: task id, "1" to enqueue, the
+# most tasks that may wait ("-1": no limit), the runners' group, nano-USD to reserve on the key,
+# the document payloads (one per document key), then the hash's fields as one JSON object (one
+# argument, not one per field: the client packs every argument in Python). Documents are written
+# only if absent.
 # Returns {'queue_full', waiting}, {'budget', available} or {'created', available} (-1: no budget).
 _CREATE = """
 local limit = tonumber(ARGV[3])
@@ -64,8 +65,8 @@ if amount > 0 then
   end
   redis.call('HINCRBY', KEYS[5], 'reserved_nano', amount)
 end
-local documents = #KEYS - 5
-for i = 1, documents do redis.call('SET', KEYS[5 + i], ARGV[5 + i], 'NX') end
+local documents = #KEYS - 6
+for i = 1, documents do redis.call('SET', KEYS[6 + i], ARGV[5 + i], 'NX') end
 local fields = {}
 for name, value in pairs(cjson.decode(ARGV[6 + documents])) do
   fields[#fields + 1] = name
@@ -74,6 +75,7 @@ end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
+redis.call('ZADD', KEYS[6], 0, ARGV[1])
 if ARGV[2] == '1' then redis.call('XADD', KEYS[4], '*', 'task', ARGV[1]) end
 return {'created', available}
 """
@@ -112,6 +114,9 @@ class TaskRecord:
     mi: dict[str, Any] | None = None  # service.mi_background: I(X; Z) of what crossed
     attempts: int = 0
     cancel_requested: bool = False
+    billed_nano: int = 0  # remote spend over all attempts (HINCRBY with each settlement)
+    budget_overrun: bool = False
+    reply_models: list[str] | None = None  # models the remote's replies named instead
 
     def to_hash(self) -> dict[Any, Any]:
         data = {
@@ -155,6 +160,9 @@ class TaskRecord:
             mi=loads("mi"),
             attempts=int(data.get("attempts", "0")),
             cancel_requested=data.get("cancel_requested") == "1",
+            billed_nano=int(data.get("billed_nano") or "0"),
+            budget_overrun=data.get("budget_overrun") == "1",
+            reply_models=loads("reply_models"),
         )
 
 
@@ -198,7 +206,7 @@ class TaskStore:
         when ``max_waiting`` tasks already wait, or when reserving ``record.reserved_nano`` on its
         key would pass the key's budget (nothing is written then)."""
         names = [keys.task(record.id), keys.TASKS, keys.tasks_of(record.key_id), keys.TASK_STREAM]
-        names += [keys.api_key(record.key_id)]
+        names += [keys.api_key(record.key_id), keys.tasks_of_protocol(record.protocol)]
         names += [keys.document(document.id) for document in documents]
         args: list[str] = [
             record.id,
@@ -238,6 +246,11 @@ class TaskStore:
         pipe.hset(keys.task(task_id), mapping=_mapping(fields))
 
     @staticmethod
+    def queue_add_billed(pipe: Any, task_id: str, spent_nano: int) -> None:
+        """Add one attempt's remote spend to the task's total over all its attempts."""
+        pipe.hincrby(keys.task(task_id), "billed_nano", spent_nano)
+
+    @staticmethod
     def queue_done(pipe: Any, entry_id: str) -> None:
         """The runner is finished with the stream entry: acknowledge and delete it."""
         pipe.xack(keys.TASK_STREAM, keys.RUNNER_GROUP, entry_id)
@@ -260,9 +273,13 @@ class TaskStore:
     async def cancel_requested(self, task_id: str) -> bool:
         return (await self.redis.hget(keys.task(task_id), "cancel_requested")) == "1"
 
-    async def page(self, key_id: str | None, cursor: str | None, count: int) -> list[TaskRecord]:
-        """Up to ``count`` records, newest first, after ``cursor`` (a task id)."""
-        index = keys.TASKS if key_id is None else keys.tasks_of(key_id)
+    async def page(
+        self, key_id: str | None, cursor: str | None, count: int, *, index: str | None = None
+    ) -> list[TaskRecord]:
+        """Up to ``count`` records, newest first, after ``cursor`` (a task id): every task, a
+        key's tasks, or those of ``index`` (one of ``index_for``'s)."""
+        if index is None:
+            index = keys.TASKS if key_id is None else keys.tasks_of(key_id)
         upper = f"({cursor}" if cursor else "+"
         ids = cast(
             "list[str]", await self.redis.zrevrangebylex(index, upper, "-", start=0, num=count)
@@ -274,6 +291,25 @@ class TaskStore:
                 pipe.hgetall(keys.task(task_id))
             rows = await pipe.execute()
         return [TaskRecord.from_hash(row) for row in rows if row]
+
+    @staticmethod
+    def queue_index_settled(pipe: Any, task_id: str, protocol: str, status: str) -> None:
+        """A task ended with ``status``: into the status indexes the admin listing filters by."""
+        pipe.zadd(keys.tasks_with_status(status), {task_id: 0})
+        pipe.zadd(keys.tasks_of_protocol_status(protocol, status), {task_id: 0})
+
+    @staticmethod
+    def index_for(protocol: str | None, status: str | None) -> tuple[str, bool]:
+        """The narrowest index for the filters, and whether it holds only matching tasks
+        (ended statuses are indexed when a task settles; queued and running ones are not)."""
+        ended = status in TERMINAL
+        if protocol and ended:
+            return keys.tasks_of_protocol_status(protocol, str(status)), True
+        if ended:
+            return keys.tasks_with_status(str(status)), True
+        if protocol:
+            return keys.tasks_of_protocol(protocol), status is None
+        return keys.TASKS, status is None
 
     # -- the queue ------------------------------------------------------------------------
     async def done(self, entry_id: str) -> None:

@@ -24,6 +24,11 @@ COUNTERS = (
     "graded",
     "exact_match",
     "f1_micro",  # token F1 in millionths, summed over graded tasks
+    # The remote-only counterfactual (Result.baseline) of the tasks that have one.
+    "baseline_tasks",
+    "baseline_prompt_tokens",
+    "baseline_nano",
+    "baseline_cost_nano",  # what those tasks spent, for their savings factor
 )
 
 

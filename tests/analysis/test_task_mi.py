@@ -73,7 +73,8 @@ async def test_outputs_that_never_crossed_are_not_scored() -> None:
     task = task_of(*PAGES)
     result, local = await run("minions", task)
     # As if the findings had been left out to fit the remote's window.
-    cut = result.model_copy(update={"compressions": ["(2 more findings left out)"]})
+    rounds = [record.model_copy(update={"crossed": []}) for record in result.rounds]
+    cut = result.model_copy(update={"rounds": rounds})
     with pytest.raises(MISkipped, match="no local output crossed"):
         task_mi_inputs(cut, task, local.count_tokens, MILimits())
     empty = task_of("Nothing here.", "Lunch is at noon.")

@@ -11,8 +11,9 @@ from support.scripted_engine import ScriptedEngine
 
 from engines.base import GenerationRequest
 from engines.prices import PriceTable
+from protocols import PROTOCOLS
 from protocols.task import Options
-from service.budget import remote_call_bound, reservation_usd, worst_case_usd
+from service.budget import reservation_usd, worst_case_usd
 from service.metering import CostCapReached, MeteredEngine, prompt_token_bound
 
 PRICES = PriceTable.default()  # gpt-4o: $2.50 / M input, $10 / M output
@@ -58,17 +59,17 @@ async def test_an_aborted_call_is_billed_at_its_prompt_bound() -> None:
     assert metered.cost_usd > 0 and inner.cancelled == 1
 
 
-def test_worst_case_bounds_per_protocol() -> None:
+def test_worst_case_is_the_protocols_bound_times_a_full_call() -> None:
     options = Options(max_rounds=2, json_retries=1)
-    assert remote_call_bound("local_only", options) == 0
-    assert remote_call_bound("remote_only", options) == 1
-    assert remote_call_bound("minion", options) == 1 + 2 * 2
-    assert remote_call_bound("minions", options) == 2 * 2 * 2
     remote = ScriptedEngine(model="gpt-4o", context_window=1000)
     one_call = 1000 * 2.5e-6 + options.remote_max_tokens * 10e-6
     assert worst_case_usd("remote_only", options, remote, PRICES, stand_in=False) == (
         pytest.approx(one_call)
     )
+    assert worst_case_usd("minions", options, remote, PRICES, stand_in=False) == (
+        pytest.approx(one_call * PROTOCOLS["minions"].max_remote_calls(options))
+    )
+    assert worst_case_usd("local_only", options, remote, PRICES, stand_in=False) == 0
     assert worst_case_usd("minions", options, remote, PRICES, stand_in=True) == 0
     assert reservation_usd(1.0, 0.25, None) == (0.25, 0.25)
     assert reservation_usd(0.1, None, 0.25) == (0.1, 0.1)

@@ -21,12 +21,11 @@ from support.scripted_engine import ScriptedEngine
 
 from engines.base import GenerationRequest
 from engines.prices import PriceTable
-from protocols import Result, build_protocol
+from protocols import Result, build_protocol, protocol_class
 from protocols.base import remote_only_prompt
 from protocols.real_text import python_reference
 from protocols.synthetic import make_document
 from protocols.task import Document, Options, Task
-from service.budget import remote_call_bound
 
 SHORT = Document(name="note.txt", text="The access code for the north warehouse is 4817.")
 DOCUMENTS = {
@@ -189,7 +188,7 @@ def test_remote_prompt_tokens_never_exceed_the_fraction_of_the_baseline(
     # The protocol's own worst case holds for what it really did.
     made = len(remote.calls)
     assert made == result.usage.remote_requests
-    assert made <= remote_call_bound(name, Options(**options))
+    assert made <= protocol_class(name).max_remote_calls(Options(**options))
     # No greedy request was ever sent twice, to either side.
     for engine in (local, remote):
         keys = [greedy_key(r) for r in engine.calls if r.temperature == 0]

@@ -1,5 +1,6 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 for tests, fronting any ``Engine``, with
-scripted faults (429, 500, hangs, malformed JSON) to exercise the client's retry and errors."""
+scripted faults (429, 500, hangs, malformed JSON) to exercise the client's retry and errors, and
+lies a provider or proxy can tell: another model name in the reply, inflated usage."""
 
 from __future__ import annotations
 
@@ -33,7 +34,15 @@ class FaultPlan:
         return self.queue.popleft() if self.queue else "ok"
 
 
-def build_app(engine: Engine, faults: FaultPlan) -> FastAPI:
+def build_app(
+    engine: Engine,
+    faults: FaultPlan,
+    *,
+    reply_model: str | None = None,
+    reported_prompt_tokens: int | None = None,
+) -> FastAPI:
+    """``reply_model``: the model name every reply claims (default: the one asked for);
+    ``reported_prompt_tokens``: the prompt tokens every reply reports (default: the truth)."""
     app = FastAPI()
 
     @app.post("/v1/chat/completions")
@@ -56,12 +65,13 @@ def build_app(engine: Engine, faults: FaultPlan) -> FastAPI:
             json_schema=schema,
         )
         result = await engine.generate_one(gen)
+        prompt_tokens = reported_prompt_tokens or result.usage.prompt_tokens
         return JSONResponse(
             {
                 "id": "chatcmpl-test",
                 "object": "chat.completion",
                 "created": int(time.time()),
-                "model": body["model"],
+                "model": reply_model or body["model"],
                 "choices": [
                     {
                         "index": 0,
@@ -70,9 +80,9 @@ def build_app(engine: Engine, faults: FaultPlan) -> FastAPI:
                     }
                 ],
                 "usage": {
-                    "prompt_tokens": result.usage.prompt_tokens,
+                    "prompt_tokens": prompt_tokens,
                     "completion_tokens": result.usage.completion_tokens,
-                    "total_tokens": result.usage.total_tokens,
+                    "total_tokens": prompt_tokens + result.usage.completion_tokens,
                 },
             }
         )

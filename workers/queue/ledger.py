@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
-from workers import keys
+from workers import keys, streams
 from workers.queue.jobs import Job, encode_failure
 
 logger = logging.getLogger(__name__)
@@ -38,11 +37,7 @@ RELEASED_IDLE_MS = 10**12
 
 async def ensure_group(redis: aioredis.Redis, pool: str) -> None:
     """Create the pool's stream and consumer group if missing (from id 0: nothing is skipped)."""
-    try:
-        await redis.xgroup_create(keys.job_stream(pool), keys.JOB_GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+    await streams.ensure_group(redis, keys.job_stream(pool), keys.JOB_GROUP)
 
 
 async def finish(

@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from workers import keys
-from workers.streams import REDIS_DOWN, reclaim_stale, retry_while_down
+from workers.streams import REDIS_DOWN, ConsumerGroup, Entry, retry_while_down
 from workers.studies import figures
 from workers.studies.runner import ChildSpec, Outcome, run_child
 from workers.studies.store import StudyStore
@@ -83,6 +83,13 @@ class StudyConsumer:
         self.name = keys.check_name("study consumer", name or default_consumer_name())
         self.threads = threads
         self.timing = timing or StudyTiming()
+        self.group = ConsumerGroup(
+            redis,
+            keys.STUDY_STREAM,
+            keys.STUDY_GROUP,
+            self.name,
+            reclaim_after_ms=self.timing.reclaim_after_ms,
+        )
         self._may_start = may_start or (lambda: True)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -99,7 +106,7 @@ class StudyConsumer:
         self._wake.set()
 
     async def run(self) -> None:
-        await self._redis_step("create the study group", self.store.ensure_group)
+        await self._redis_step("create the study group", self.group.ensure)
         loop = asyncio.get_running_loop()
         next_sweep = loop.time()  # a fresh consumer looks for lost studies at once
         logger.info("study consumer %s started", self.name)
@@ -113,11 +120,8 @@ class StudyConsumer:
                             next_sweep = loop.time() + self.timing.heartbeat_s
                             entry = await self._reclaim_one()
                         entry = entry or await self._read_one()
-                    except ResponseError as exc:
-                        if "NOGROUP" not in str(exc):
-                            logger.exception("reading the study stream failed")
-                        else:  # Redis lost the group (a restart without its data)
-                            await self._redis_step("recreate the group", self.store.ensure_group)
+                    except ResponseError:
+                        logger.exception("reading the study stream failed")
                     except REDIS_DOWN as exc:
                         logger.warning("study stream: Redis unreachable (%s)", exc)
                 if entry is None:
@@ -125,47 +129,38 @@ class StudyConsumer:
                         await asyncio.wait_for(self._wake.wait(), self.timing.poll_s)
                     continue
                 try:
-                    await self._run_entry(*entry)
+                    await self._run_entry(
+                        entry.entry_id, entry.fields.get("study", ""), entry.deliveries
+                    )
                 except (RedisError, OSError):
                     # Redis gone while stopping, or the child could not start: the entry stays
                     # pending, so it is reclaimed (and failed after max_deliveries).
-                    logger.exception("study entry %s could not be run", entry[0])
+                    logger.exception("study entry %s could not be run", entry.entry_id)
                     await asyncio.sleep(self.timing.poll_s)
+                finally:
+                    self.group.release(entry.entry_id)
         finally:
             await self._leave()
 
     # -- taking a study -----------------------------------------------------------------------
-    async def _read_one(self) -> tuple[str, str, int] | None:
+    async def _read_one(self) -> Entry | None:
         # No BLOCK: the decision to take a study is made now, when the worker is idle, and the
         # shared connection pool is not tied up by a blocking read.
-        answer: Any = await self.store.redis.xreadgroup(
-            keys.STUDY_GROUP, self.name, {keys.STUDY_STREAM: ">"}, count=1
-        )
-        for _stream, entries in answer or []:
-            for entry_id, fields in entries:
-                return str(entry_id), str(fields.get("study", "")), 1
-        return None
+        entries = await self.group.read(count=1)
+        return entries[0] if entries else None
 
-    async def _reclaim_one(self) -> tuple[str, str, int] | None:
+    async def _reclaim_one(self) -> Entry | None:
         """Take over one study whose consumer stopped renewing it (died or stalled)."""
-        entry = await reclaim_stale(
-            self.store.redis,
-            keys.STUDY_STREAM,
-            keys.STUDY_GROUP,
-            self.name,
-            self.timing.reclaim_after_ms,
-        )
-        if entry is None:
-            return None
-        logger.warning(
-            "study consumer %s reclaimed study %s from %s (idle %d ms, delivery %d)",
-            self.name,
-            entry.fields.get("study"),
-            entry.previous_owner,
-            entry.idle_ms,
-            entry.deliveries,
-        )
-        return entry.entry_id, entry.fields.get("study", ""), entry.deliveries
+        entry = await self.group.reclaim_one()
+        if entry is not None:
+            logger.warning(
+                "study consumer %s reclaimed study %s from %s (delivery %d)",
+                self.name,
+                entry.fields.get("study"),
+                entry.reclaimed_from,
+                entry.deliveries,
+            )
+        return entry
 
     # -- running one --------------------------------------------------------------------------
     async def _run_entry(self, entry_id: str, study_id: str, deliveries: int) -> None:
@@ -271,9 +266,7 @@ class StudyConsumer:
         while True:
             await asyncio.sleep(self.timing.heartbeat_s)
             try:
-                await self.store.redis.xclaim(
-                    keys.STUDY_STREAM, keys.STUDY_GROUP, self.name, 0, [entry_id], justid=True
-                )
+                await self.group.renew([entry_id])
             except (RedisError, OSError) as exc:
                 logger.warning("renewing study entry %s failed (%s)", entry_id, exc)
 
@@ -281,13 +274,7 @@ class StudyConsumer:
     async def _leave(self) -> None:
         """Drop the consumer from the group when it holds nothing."""
         try:
-            mine: Any = await self.store.redis.xpending_range(
-                keys.STUDY_STREAM, keys.STUDY_GROUP, "-", "+", 1, consumername=self.name
-            )
-            if not mine:
-                await self.store.redis.xgroup_delconsumer(
-                    keys.STUDY_STREAM, keys.STUDY_GROUP, self.name
-                )
+            await self.group.leave()
         except (RedisError, OSError) as exc:
             logger.warning("study consumer %s left without cleaning up (%s)", self.name, exc)
         logger.info("study consumer %s stopped after %d study(ies)", self.name, self.studies_run)

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from workers import keys
+from workers.streams import ensure_group
 
 StudyStatus = Literal["queued", "running", "succeeded", "failed"]
 STUDY_ID = re.compile(r"^study_[0-9a-f]{11}[0-9a-f]{10}$")
@@ -125,6 +126,26 @@ class StudyStore:
     async def ids(self) -> list[str]:
         return cast("list[str]", await self.redis.zrange(keys.STUDIES, 0, -1))
 
+    async def recent(self, limit: int) -> list[StudyRecord]:
+        """The newest ``limit`` studies, newest first."""
+        ids = cast("list[str]", await self.redis.zrevrange(keys.STUDIES, 0, limit - 1))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for study_id in ids:
+                pipe.hgetall(keys.study(study_id))
+            rows = await pipe.execute()
+        return [StudyRecord.from_hash(row) for row in rows if row]
+
+    async def consumers(self) -> list[dict[str, Any]]:
+        """The study queue's consumers: name, studies held, seconds since each last read."""
+        try:
+            infos = await self.redis.xinfo_consumers(keys.STUDY_STREAM, keys.STUDY_GROUP)
+        except ResponseError:  # no group yet: no consumer ever started
+            return []
+        return [
+            {"name": info["name"], "pending": int(info["pending"]), "idle_s": info["idle"] / 1000}
+            for info in infos
+        ]
+
     async def figure(self, study_id: str, name: str) -> bytes | None:
         if not is_study_id(study_id):
             return None
@@ -133,13 +154,7 @@ class StudyStore:
 
     # -- the queue ----------------------------------------------------------------------------
     async def ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(
-                keys.STUDY_STREAM, keys.STUDY_GROUP, id="0", mkstream=True
-            )
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await ensure_group(self.redis, keys.STUDY_STREAM, keys.STUDY_GROUP)
 
     async def queued(self) -> int:
         """Studies waiting: the stream's length less the entries a consumer holds."""
