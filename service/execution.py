@@ -120,7 +120,14 @@ class TaskExecutor:
             remote_engine = CheckpointedEngine(remote_engine, self.store.redis, task_id)
         local = MeteredEngine(local_engine, self.prices, priced=False)
         remote = MeteredEngine(remote_engine, self.prices, priced=not stand_in, cap_usd=cap_usd)
-        built = build_protocol(protocol, local, remote, self.prices, remote_stand_in=stand_in)
+        built = build_protocol(
+            protocol,
+            local,
+            remote,
+            self.prices,
+            remote_stand_in=stand_in,
+            max_remote_fraction=self.pool.settings.max_remote_fraction,
+        )
         return Run(built, local, remote)
 
     async def require_local_workers(self) -> None:

@@ -100,6 +100,11 @@ class Settings(BaseSettings):
         description="run local-model calls on queue workers of this pool (`minions-gw worker "
         "--pool P`); unset, the gateway's in-process local engine runs them",
     )
+    max_remote_fraction: Annotated[float, Field(gt=0, le=1000)] = Field(
+        default=0.5,
+        description="minion/minions tasks that do not set max_remote_fraction send the remote at "
+        "most this fraction of the prompt tokens remote_only would (1.0: never more)",
+    )
     task_max_cost_usd: Annotated[float | None, Field(gt=0)] = Field(
         default=None, description="cap (and budget reservation) for a task without max_cost_usd"
     )
