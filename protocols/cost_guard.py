@@ -71,6 +71,22 @@ class CostGuard:
                 f"{self.left:.0f} of the remote budget ({self.budget}) are left"
             )
 
+    def last_round(self, number: int, max_rounds: int, through_next: int, step: str) -> bool:
+        """Whether round ``number``'s ``step`` must be its last: the final round, or one after
+        which the budget could not pay for ``through_next`` tokens (this step's prompt and the
+        next round's); the rounds given up are recorded."""
+        if number >= max_rounds:
+            return True
+        if self.affords(through_next):
+            return False
+        self.trim(
+            number,
+            "rounds",
+            max_rounds - number,
+            f"the budget cannot pay for another round: this {step} is the last",
+        )
+        return True
+
     def charge(self, prompt_tokens: int) -> None:
         self.spent += prompt_tokens
 

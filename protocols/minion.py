@@ -117,15 +117,9 @@ class Minion(Protocol):
             if not guard.affords(bound):  # only when retries took the room of this round
                 return self._answer_with_reply(state, number, reply)
             record = state.new_round(number)
-            last = number == options.max_rounds
-            if not last and not guard.affords(bound + bound + step + reply_tokens):
-                last = True
-                guard.trim(
-                    number,
-                    "rounds",
-                    options.max_rounds - number,
-                    "the budget cannot pay for another round: this decision is the last",
-                )
+            last = guard.last_round(
+                number, options.max_rounds, bound + bound + step + reply_tokens, "decision"
+            )
             await state.events.emit("round_started", {"round": number, "last": last})
             record.remote_messages.append(RemoteMessage(purpose=message_purpose, text=message))
             reply = await self._local_reply(

@@ -103,15 +103,12 @@ class MinionS(Protocol):
             cost = self.remote.count_prompt_tokens(messages)
             if not guard.affords(cost):  # only when the plan's retries took more than estimated
                 return self._answer_from_notes(state, number, scratchpad, outputs)
-            last = number == options.max_rounds
-            if not last and not guard.affords(cost + fixed + NOTES_TOKENS + MIN_FINDINGS_TOKENS):
-                last = True
-                guard.trim(
-                    number,
-                    "rounds",
-                    options.max_rounds - number,
-                    "the budget cannot pay for another round: this aggregation is the last",
-                )
+            last = guard.last_round(
+                number,
+                options.max_rounds,
+                cost + fixed + NOTES_TOKENS + MIN_FINDINGS_TOKENS,
+                "aggregation",
+            )
             reply = await ask_json(
                 state.recorder,
                 "remote",
