@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -238,15 +238,24 @@ async def evaluate(
     progress: ProgressCallback | None = None,
     mi: bool = True,
     mi_limits: MILimits | None = None,
+    finished: Sequence[TaskOutcome] = (),
+    on_outcome: Callable[[TaskOutcome], None] | None = None,
 ) -> BenchReport:
     """Run every protocol on every row (sequentially, so latencies are comparable). With
     ``mi``, each minion/minions run's compressions are scored with the local engine (when it
     can score) against its chunks and a rolling reference set, as the gateway does; each
-    protocol starts with an empty reference set, so all see the same sequence of rows."""
+    protocol starts with an empty reference set, so all see the same sequence of rows.
+
+    ``finished`` outcomes (from an earlier, interrupted run) are kept and their rows not run
+    again; ``on_outcome`` sees each new outcome as soon as it is known (to write it down). The
+    summaries are computed from all outcomes, old and new."""
     rows = load_dataset(dataset, limit)
     tasks = [row_to_task(row, dataset.parent, options) for row in rows]
-    outcomes: list[TaskOutcome] = []
-    total, done = len(rows) * len(protocols), 0
+    wanted = {(name, row.id) for name in protocols for row in rows}
+    outcomes = [o for o in finished if (o.protocol, o.id) in wanted]
+    skip = {(o.protocol, o.id) for o in outcomes}
+    row_order = {row.id: index for index, row in enumerate(rows)}
+    total, done = len(rows) * len(protocols), len(skip)
     limits = mi_limits or MILimits()
     scorer = EngineScorer(local) if mi and local.supports_score else None
     for name in protocols:
@@ -257,7 +266,12 @@ async def evaluate(
             else None
         )
         for row, task in zip(rows, tasks, strict=True):
-            outcomes.append(await _run_one(runner, name, row, task, judge, measure))
+            if (name, row.id) in skip:
+                continue
+            outcome = await _run_one(runner, name, row, task, judge, measure)
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
             done += 1
             if progress is not None:
                 progress(done, total, f"{name} {row.id}")
@@ -268,7 +282,7 @@ async def evaluate(
         local_model=local.model,
         remote_stand_in=remote_stand_in,
         summaries=[summarize(p, [o for o in outcomes if o.protocol == p]) for p in protocols],
-        outcomes=outcomes,
+        outcomes=sorted(outcomes, key=lambda o: (protocols.index(o.protocol), row_order[o.id])),
     )
 
 
@@ -329,6 +343,12 @@ async def _run_one(
         return TaskOutcome(
             id=row.id, protocol=name, answer=None, correct=False, exact_match=False, f1=0.0,
             numeric_match=False, latency_s=time.perf_counter() - started, error=str(exc),
+        )  # fmt: skip
+    if result.error is not None:  # the protocol failed but reported what it spent
+        logger.warning("%s failed on %s: %s", name, row.id, result.error)
+        return TaskOutcome(
+            id=row.id, protocol=name, answer=None, correct=False, exact_match=False, f1=0.0,
+            numeric_match=False, latency_s=time.perf_counter() - started, error=result.error,
         )  # fmt: skip
     score = score_answer(result.answer, row.references)
     verdict = (

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from cli import bench, generate, keys, run, runner, serve, study, worker
+from cli import bench, doctor, generate, keys, run, runner, serve, study, worker
 
 app = typer.Typer(
     name="minions-gw",
@@ -27,6 +27,7 @@ def configure(
 
 app.command("generate")(generate.generate)
 app.command("models")(generate.models)
+app.command("doctor")(doctor.doctor)
 app.command("study")(study.study)
 app.command("run")(run.run)
 app.command("serve")(serve.serve)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from typing import Annotated, TypeVar
 
 import typer
@@ -13,6 +14,12 @@ from service.store import Store
 from service.store.api_keys import NANO
 
 T = TypeVar("T")
+
+
+class PrivacyChoice(StrEnum):
+    off = "off"
+    pseudonymize = "pseudonymize"
+
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
@@ -40,15 +47,24 @@ def create(
     rate_limit: Annotated[
         int | None, typer.Option(min=1, help="requests a minute (default MGW_RATE_LIMIT...)")
     ] = None,
+    privacy: Annotated[
+        PrivacyChoice | None,
+        typer.Option(help="privacy mode of the key's tasks that do not choose one"),
+    ] = None,
 ) -> None:
     """Create a key and print its secret (shown once)."""
     limit = rate_limit or load_settings().rate_limit_per_minute
     key, token = _with_store(
         lambda store: store.api_keys.create(
-            name, admin=admin, budget_usd=budget_usd, rate_limit_per_minute=limit
+            name,
+            admin=admin,
+            budget_usd=budget_usd,
+            rate_limit_per_minute=limit,
+            privacy=privacy.value if privacy else None,
         )
     )
-    console.print(f"created key [bold]{key.id}[/] ({name}); its secret, shown once:")
+    privacy_note = f", privacy {key.privacy} by default" if key.privacy else ""
+    console.print(f"created key [bold]{key.id}[/] ({name}{privacy_note}); its secret, shown once:")
     console.print(token, highlight=False, markup=False, soft_wrap=True)
 
 

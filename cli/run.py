@@ -57,11 +57,13 @@ def run(
     result = run_async(go())
     if json_output:
         console.print_json(result.model_dump_json())
-        return
-    console.print(result.answer, highlight=False, markup=False)
-    console.print(usage_table(result))
-    for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    else:
+        console.print(result.answer, highlight=False, markup=False)
+        console.print(usage_table(result))
+        for warning in result.warnings:
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if result.error is not None:
+        fail(f"the run failed: {result.error}")
 
 
 def usage_table(result: Result) -> Table:

@@ -7,15 +7,19 @@ any OpenAI-compatible HTTP server) live beside this module.
 from __future__ import annotations
 
 import asyncio
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engines.errors import EngineError
 from engines.usage import Usage
+
+T = TypeVar("T")
 
 Role = Literal["system", "user", "assistant"]
 
@@ -101,6 +105,8 @@ class Engine(ABC):
     kind: ClassVar[str]
     supports_json_schema: ClassVar[bool] = False
     supports_score: ClassVar[bool] = False
+    # Whether one request can fail without failing the rest of its batch (see generate_settled).
+    isolates_failures: ClassVar[bool] = False
 
     def __init__(self, model: str, context_window: int) -> None:
         self.model = model
@@ -135,6 +141,19 @@ class Engine(ABC):
     async def generate_one(self, request: GenerationRequest) -> GenerationResult:
         return (await self.generate([request]))[0]
 
+    async def generate_settled(
+        self, requests: Sequence[GenerationRequest]
+    ) -> list[GenerationResult | EngineError | ValueError]:
+        """Like ``generate``, but a failure comes back in place of a result instead of raising.
+
+        Engines that answer each request on its own (``isolates_failures``) fail only the request
+        that failed and keep the others' results; by default the batch is one ``generate`` call,
+        and its failure is every request's. Cancelling the call cancels the unfinished."""
+        try:
+            return list(await self.generate(requests))
+        except (EngineError, ValueError) as exc:
+            return [exc] * len(requests)
+
     async def aclose(self) -> None:  # noqa: B027 - engines without resources need no override
         """Release the engine's resources. Safe to call twice."""
 
@@ -159,8 +178,18 @@ class WrappedEngine(Engine):
             kind=inner.kind,
             supports_json_schema=inner.supports_json_schema,
             supports_score=inner.supports_score,
+            isolates_failures=inner.isolates_failures,
         )
         self.inner = inner
+
+    async def generate_settled(
+        self, requests: Sequence[GenerationRequest]
+    ) -> list[GenerationResult | EngineError | ValueError]:
+        if not self.isolates_failures:
+            return await super().generate_settled(requests)
+        # Each request through this wrapper's own generate (so it meters or records each), all
+        # at once: the inner engine queues or batches them itself.
+        return await gather_settled([self.generate_one(request) for request in requests])
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
@@ -172,6 +201,13 @@ class WrappedEngine(Engine):
         return await self.inner.score(prefix, continuations)
 
 
+def estimate_tokens(text: str) -> int:
+    """About four characters a token for English under common BPE vocabularies, for engines
+    that cannot count exactly. Only an estimate: billing always uses the usage the server
+    reports."""
+    return math.ceil(len(text) / 4)
+
+
 def validate_continuations(continuations: Sequence[str]) -> None:
     if not continuations:
         raise ValueError("continuations: at least one continuation is needed")
@@ -181,11 +217,41 @@ def validate_continuations(continuations: Sequence[str]) -> None:
 
 
 async def gather_in_order(coroutines: Sequence[Any], limit: int) -> list[Any]:
-    """Run coroutines with at most ``limit`` in flight; results keep the input order."""
+    """Run coroutines with at most ``limit`` in flight; results keep the input order. The first
+    failure cancels the others (none runs on unobserved) and is raised once they have stopped."""
     semaphore = asyncio.Semaphore(limit)
 
     async def bounded(coroutine: Any) -> Any:
         async with semaphore:
             return await coroutine
 
-    return list(await asyncio.gather(*(bounded(c) for c in coroutines)))
+    return await _gather_all([bounded(c) for c in coroutines])
+
+
+async def gather_settled(
+    coroutines: Sequence[Coroutine[Any, Any, T]],
+) -> list[T | EngineError | ValueError]:
+    """Run coroutines together; each yields its value or the ``EngineError``/``ValueError`` it
+    failed with, so one failed request fails only itself. Anything else (a bug, cancellation)
+    cancels the rest and is raised once they have stopped."""
+
+    async def settle(coroutine: Coroutine[Any, Any, T]) -> T | EngineError | ValueError:
+        try:
+            return await coroutine
+        except (EngineError, ValueError) as exc:
+            return exc
+
+    return await _gather_all([settle(c) for c in coroutines])
+
+
+async def _gather_all(coroutines: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        # Wait for the cancelled ones to finish their cleanup (closing streams, aborting
+        # requests) before the failure or cancellation goes on.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

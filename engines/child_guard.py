@@ -7,8 +7,8 @@ model). A ``ChildGuard`` prevents that from the outside, whatever the start meth
 
 * a small watchdog process (``python -I`` running this file: standard library only), in its own
   session, notices within ``POLL_S`` that its parent (the engine's owner) is gone, and SIGKILLs
-  every descendant of the owner it has seen (pid *and* start time checked, so a reused pid is never
-  touched);
+  every descendant of the owner started after the guard that it has seen (it looks every
+  ``SCAN_S``; pid *and* start time checked, so a reused pid is never touched);
 * it records those descendants in ``<registry>/<owner pid>.json``; a guard starting on the same
   registry (the same data dir) first stops the processes of records whose owner is dead: engines
   left by a crash the watchdog could not handle (the watchdog killed too, a reboot of the
@@ -148,6 +148,9 @@ def _watch(owner: int, registry: Path) -> int:
         return 1
     record = registry / f"{owner}.json"
     me = os.getpid()
+    # Only what the owner starts from now on (its engine) is guarded: processes it started
+    # before (the embedded redis-server of `serve`, which has its own shutdown) are left alone.
+    since = start_time(me) or 0
     seen: dict[int, int] = {}
     stop = False
 
@@ -159,12 +162,12 @@ def _watch(owner: int, registry: Path) -> int:
     next_scan = 0.0
     while not stop:
         if os.getppid() != owner:  # re-parented: the owner died
-            _kill_all(seen | descendants(owner))  # (re-parented ones are no longer found)
+            _kill_all(seen)  # (re-parented, the unseen ones are no longer found by tree)
             record.unlink(missing_ok=True)
             return 0
         now = time.monotonic()
         if now >= next_scan:
-            current = {pid: t for pid, t in descendants(owner).items() if pid != me}
+            current = {p: t for p, t in descendants(owner).items() if p != me and t >= since}
             if current.keys() - seen.keys() or len(current) != len(seen):
                 seen = {pid: t for pid, t in (seen | current).items() if start_time(pid) == t}
                 _write_record(record, owner, owner_started, seen)

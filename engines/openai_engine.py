@@ -8,13 +8,18 @@ own; this module turns what is left into short, clear errors.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import openai
 
-from engines.base import Engine, GenerationRequest, GenerationResult, gather_in_order
+from engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    estimate_tokens,
+    gather_in_order,
+)
 from engines.errors import (
     EngineCapabilityError,
     EngineConfigError,
@@ -25,12 +30,6 @@ from engines.errors import (
 from engines.usage import Usage
 
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "stop", "tool_calls": "stop"}
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters a token for English under common BPE vocabularies. Only an estimate:
-    billing always uses the usage the server reports."""
-    return math.ceil(len(text) / 4)
 
 
 class OpenAIEngine(Engine):
@@ -70,16 +69,7 @@ class OpenAIEngine(Engine):
         return self.base_url or "the OpenAI API"
 
     async def _generate_one(self, request: GenerationRequest) -> GenerationResult:
-        kwargs: dict[str, Any] = {}
-        if request.json_schema is not None:
-            kwargs["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "output", "schema": request.json_schema, "strict": False},
-            }
-        if request.seed is not None:
-            kwargs["seed"] = request.seed
-        if request.stop:
-            kwargs["stop"] = list(request.stop)
+        kwargs = chat_options(request, json_schema=True)
         try:
             response = await self._client.chat.completions.create(
                 model=self.model,
@@ -103,7 +93,7 @@ class OpenAIEngine(Engine):
             ) from exc
         except openai.APIStatusError as exc:
             raise RemoteAPIError(
-                f"remote: {self._where()} answered {exc.status_code}: {_short(exc.message)}",
+                f"remote: {self._where()} answered {exc.status_code}: {short(exc.message)}",
                 exc.status_code,
             ) from exc
         except (openai.APIResponseValidationError, json.JSONDecodeError) as exc:
@@ -146,5 +136,21 @@ class OpenAIEngine(Engine):
         await self._client.close()
 
 
-def _short(text: str, limit: int = 300) -> str:
+def chat_options(request: GenerationRequest, *, json_schema: bool) -> dict[str, Any]:
+    """The optional chat-completion arguments of ``request``: its JSON schema as
+    ``response_format`` (where the server takes one), seed and stop sequences."""
+    options: dict[str, Any] = {}
+    if json_schema and request.json_schema is not None:
+        options["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": request.json_schema, "strict": False},
+        }
+    if request.seed is not None:
+        options["seed"] = request.seed
+    if request.stop:
+        options["stop"] = list(request.stop)
+    return options
+
+
+def short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "…"

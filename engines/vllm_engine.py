@@ -15,8 +15,11 @@ from engines.base import (
     Engine,
     GenerationRequest,
     GenerationResult,
+    gather_in_order,
+    gather_settled,
     validate_continuations,
 )
+from engines.child_guard import ChildGuard
 from engines.errors import EngineConfigError, EngineError
 from engines.usage import Usage
 
@@ -43,12 +46,14 @@ class VLLMEngine(Engine):
     kind = "vllm"
     supports_json_schema = True
     supports_score = True
+    isolates_failures = True
 
     def __init__(self, engine: Any, tokenizer: Any, model: str, context_window: int) -> None:
         super().__init__(model=model, context_window=context_window)
         self._engine = engine
         self._tokenizer = tokenizer
         self._closed = False
+        self.child_guard: ChildGuard | None = None  # closed once the engine is down
 
     @classmethod
     def start(
@@ -171,8 +176,15 @@ class VLLMEngine(Engine):
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         self._check_open()
-        # All requests are submitted at once; vLLM's scheduler batches them.
-        return list(await asyncio.gather(*(self._generate_one(r) for r in requests)))
+        # All requests are submitted at once; vLLM's scheduler batches them. The first failure
+        # aborts the others.
+        return await gather_in_order([self._generate_one(r) for r in requests], len(requests) or 1)
+
+    async def generate_settled(
+        self, requests: Sequence[GenerationRequest]
+    ) -> list[GenerationResult | EngineError | ValueError]:
+        self._check_open()
+        return await gather_settled([self._generate_one(r) for r in requests])
 
     # -- scoring --------------------------------------------------------------------------
     async def score(self, prefix: str, continuations: Sequence[str]) -> list[float]:
@@ -216,3 +228,5 @@ class VLLMEngine(Engine):
             # AsyncLLM.__del__ calls shutdown() again, at interpreter exit where it raises from
             # half-torn-down modules; the engine is already down, so make that call a no-op.
             self._engine.shutdown = _already_shut_down
+            if self.child_guard is not None:
+                self.child_guard.close()

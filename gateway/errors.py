@@ -14,7 +14,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import ERROR_TABLE, STORE_ERRORS, GatewayError, describe, validation_message
+from service.errors import (
+    ERROR_TABLE,
+    STORE_ERRORS,
+    GatewayError,
+    describe,
+    envelope,
+    validation_message,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +36,6 @@ _STATUS_TYPES = {
     422: "invalid_request",
     429: "rate_limited",
 }
-
-
-def envelope(type_: str, message: str, param: str | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"type": type_, "message": message}
-    if param is not None:
-        error["param"] = param
-    return {"error": error}
 
 
 def error_response(

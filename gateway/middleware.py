@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import envelope
+from service.errors import envelope
 from service.metrics import Metrics
 
 

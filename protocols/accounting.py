@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from engines.base import Engine, GenerationRequest, GenerationResult
+from engines.errors import EngineError
 from engines.prices import PriceTable
 from engines.usage import Usage
 from protocols.cost_guard import CostGuard
@@ -27,6 +28,7 @@ from protocols.result import CallRecord, TokenCounts
 logger = logging.getLogger(__name__)
 
 Side = Literal["local", "remote"]
+T = TypeVar("T")
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
@@ -75,6 +77,21 @@ class Recorder:
     async def generate(
         self, side: Side, purpose: str, requests: Sequence[GenerationRequest], *, round: int
     ) -> list[GenerationResult]:
+        async def send(sent: list[GenerationRequest]) -> list[GenerationResult]:
+            if side == "remote":
+                self.guard.admit(sum(self.remote_prompt_tokens(r) for r in sent), purpose)
+            return await self._send(side, purpose, sent, round)
+
+        return await self._once(side, requests, send)
+
+    async def _once(
+        self,
+        side: Side,
+        requests: Sequence[GenerationRequest],
+        send: Callable[[list[GenerationRequest]], Awaitable[list[T]]],
+    ) -> list[T | GenerationResult]:
+        """``send`` for the requests not answered before: a greedy request already answered
+        (in this task, or earlier in this batch) gets that answer again, without a call."""
         keys = [_greedy_key(side, request) for request in requests]
         sent: list[GenerationRequest] = []
         slots: list[int] = []  # each request's index in ``sent``, or -1: answered before
@@ -89,28 +106,25 @@ class Recorder:
                     pending[key] = len(sent)
                 slots.append(len(sent))
                 sent.append(request)
-        if side == "remote" and sent:
-            self.guard.admit(sum(self.remote_prompt_tokens(r) for r in sent), purpose)
-        results = await self._send(side, purpose, sent, round) if sent else []
+        outcomes = await send(sent) if sent else []
         for key, index in pending.items():
-            if results[index].finish_reason in ("stop", "length"):  # never keep a failure
-                self._greedy[key] = results[index]
-        return [
-            results[index] if index >= 0 else self._greedy[key]  # type: ignore[index]
-            for key, index in zip(keys, slots, strict=True)
-        ]
+            outcome = outcomes[index]
+            # Never keep a failure: a failed request may be sent again.
+            if isinstance(outcome, GenerationResult) and outcome.finish_reason in (
+                "stop",
+                "length",
+            ):
+                self._greedy[key] = outcome
+        answered: list[T | GenerationResult] = []
+        for key, index in zip(keys, slots, strict=True):
+            answered.append(outcomes[index] if index >= 0 else self._greedy[key])  # type: ignore[index]
+        return answered
 
     async def _send(
         self, side: Side, purpose: str, requests: Sequence[GenerationRequest], round: int
     ) -> list[GenerationResult]:
         engine = self.engines[side]
-        started = time.perf_counter()
-        results = await engine.generate(requests)
-        seconds = time.perf_counter() - started
-        if len(results) != len(requests):
-            raise RuntimeError(
-                f"{side} engine returned {len(results)} results for {len(requests)} requests"
-            )
+        results, seconds = await _timed(side, engine.generate(requests), len(requests))
         if side == "local":
             self._record(side, purpose, round, engine.model, results, seconds)
         else:
@@ -127,6 +141,24 @@ class Recorder:
                 await self.events.emit("remote_call", record.model_dump())
         return results
 
+    async def generate_settled(
+        self, side: Side, purpose: str, requests: Sequence[GenerationRequest], *, round: int
+    ) -> list[GenerationResult | EngineError | ValueError]:
+        """Like ``generate`` for the local side, but a request that fails yields its error in its
+        place and fails alone; the batch's record counts it with finish reason ``error``."""
+        engine = self.engines[side]
+
+        async def send(
+            sent: list[GenerationRequest],
+        ) -> list[GenerationResult | EngineError | ValueError]:
+            outcomes, seconds = await _timed(side, engine.generate_settled(sent), len(sent))
+            results = [outcome for outcome in outcomes if isinstance(outcome, GenerationResult)]
+            failed = len(outcomes) - len(results)
+            self._record(side, purpose, round, engine.model, results, seconds, failed=failed)
+            return outcomes
+
+        return await self._once(side, requests, send)
+
     async def generate_one(
         self, side: Side, purpose: str, request: GenerationRequest, *, round: int
     ) -> GenerationResult:
@@ -140,6 +172,7 @@ class Recorder:
         model: str,
         results: Sequence[GenerationResult],
         seconds: float,
+        failed: int = 0,
     ) -> CallRecord:
         usage = Usage.sum([result.usage for result in results])
         record = CallRecord(
@@ -147,11 +180,11 @@ class Recorder:
             purpose=purpose,
             round=round,
             model=model,
-            requests=len(results),
+            requests=len(results) + failed,
             usage=TokenCounts.of(usage),
             seconds=seconds,
             cost_usd=self.prices.cost(model, usage),
-            finish_reasons=[result.finish_reason for result in results],
+            finish_reasons=[str(result.finish_reason) for result in results] + ["error"] * failed,
         )
         self.calls.append(record)
         return record
@@ -170,6 +203,16 @@ class Recorder:
 
     def requests(self, side: Side) -> int:
         return sum(call.requests for call in self.records(side))
+
+
+async def _timed(side: Side, call: Awaitable[list[T]], expected: int) -> tuple[list[T], float]:
+    """``call``'s answers and the seconds it took; one answer per request, or a RuntimeError."""
+    started = time.perf_counter()
+    answers = await call
+    seconds = time.perf_counter() - started
+    if len(answers) != expected:
+        raise RuntimeError(f"{side} engine returned {len(answers)} answers for {expected} requests")
+    return answers, seconds
 
 
 def _greedy_key(side: Side, request: GenerationRequest) -> tuple[Side, str] | None:

@@ -9,7 +9,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, cast, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, cast, get_args
 
 from engines.base import Engine, GenerationRequest, GenerationResult
 from engines.errors import EngineError
@@ -19,6 +19,7 @@ from protocols.accounting import Events, EventSink, Recorder
 from protocols.baseline import Baseline, count_baseline
 from protocols.chunking import Chunk, chunk_documents, fit_chunk_tokens
 from protocols.cost_guard import CostGuard
+from protocols.privacy.config import PrivacyConfig
 from protocols.result import (
     CostReport,
     DocumentStats,
@@ -31,6 +32,9 @@ from protocols.result import (
 )
 from protocols.task import ChunkingStrategy, Document, Options, Task
 
+if TYPE_CHECKING:
+    from protocols.privacy.pseudonymizer import Pseudonymizer
+
 logger = logging.getLogger(__name__)
 
 # Chat templates add role markers around every message; this covers them with room to spare.
@@ -42,6 +46,21 @@ _MAX_CHARS_PER_TOKEN = 16
 
 class ContextOverflowError(ValueError):
     """The prompt does not fit the engine's context window."""
+
+
+class ProtocolFailed(Exception):
+    """A protocol cannot go on (its local model failed where nothing can stand in for it): the
+    run ends with a failed Result that keeps the usage spent so far."""
+
+
+def summarize_errors(errors: list[EngineError | ValueError]) -> str:
+    """Distinct error messages with their counts, the commonest first (at most three)."""
+    counts: dict[str, int] = {}
+    for error in errors:
+        counts[str(error)] = counts.get(str(error), 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: -item[1])
+    text = "; ".join(f"{message} (x{n})" if n > 1 else message for message, n in ranked[:3])
+    return text + (f"; and {len(ranked) - 3} other errors" if len(ranked) > 3 else "")
 
 
 @dataclass
@@ -58,6 +77,7 @@ class RunState:
     compressions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     stats: DocumentStats | None = None
+    privacy: Pseudonymizer | None = None
 
     @property
     def guard(self) -> CostGuard:
@@ -81,6 +101,8 @@ class Protocol(ABC):
     # Whether ``Options.max_remote_fraction`` limits this protocol's remote prompt tokens; the
     # baselines are what the fraction is of, so they only record their spending.
     remote_budget: ClassVar[bool] = False
+    # Whether the documents themselves go to the remote (remote_only): privacy mode says so.
+    sends_documents: ClassVar[bool] = False
     # Whether the local side sends the remote compressions of the documents (what the mutual
     # information of a run is estimated over).
     sends_compressions: ClassVar[bool] = False
@@ -101,11 +123,13 @@ class Protocol(ABC):
         prices: PriceTable,
         *,
         remote_stand_in: bool | None = None,
+        privacy_config: PrivacyConfig | None = None,
         **config: Any,
     ) -> None:
         self.local = local
         self.remote = remote
         self.prices = prices
+        self.privacy_config = privacy_config
         self.remote_stand_in = remote is local if remote_stand_in is None else remote_stand_in
         self.options = Options(**config)  # unknown or invalid config: ValueError naming the field
 
@@ -113,6 +137,10 @@ class Protocol(ABC):
         if not isinstance(task, Task):
             task = Task.model_validate(task)
         options = self.options.merged(task.options)
+        privacy = await self._pseudonymizer(options)
+        # Privacy mode's one seam: the remote, as every protocol reaches it (through the
+        # Recorder), pseudonymizes what goes out and restores what comes back.
+        remote = self.remote if privacy is None else _private(self.remote, privacy)
         # The baseline is counted before any remote call: it sets the remote budget.
         baseline = await asyncio.to_thread(
             count_baseline,
@@ -128,26 +156,50 @@ class Protocol(ABC):
         state = RunState(
             task=task,
             options=options,
-            recorder=Recorder(self.local, self.remote, self.prices, Events(events), guard),
+            recorder=Recorder(self.local, remote, self.prices, Events(events), guard),
             events=Events(events),
             baseline=baseline,
+            privacy=privacy,
         )
         state.stats = DocumentStats(documents=len(task.documents), pages=task.page_count)
         await state.events.emit(
             "baseline", {**baseline.model_dump(), "budget_prompt_tokens": guard.budget}
         )
-        answer = await self._run(state)
-        result = self._result(state, answer)
+        error: str | None = None
+        try:
+            answer = await self._run(state)
+        except ProtocolFailed as failed:
+            answer, error = "", str(failed)
+            state.warn(f"the run failed: {error}")
+        result = self._result(state, answer, error)
         await state.events.emit(
             "final",
             {
                 "answer": result.answer,
+                "error": result.error,
                 "usage": result.usage.model_dump(exclude={"remote_calls", "local_calls"}),
                 "cost_usd": result.cost_usd.model_dump(),
                 "warnings": result.warnings,
             },
         )
         return result
+
+    async def _pseudonymizer(self, options: Options) -> Pseudonymizer | None:
+        if options.privacy != "pseudonymize":
+            return None
+        # Imported here: Presidio and spaCy take seconds to import and load, and most tasks
+        # never need them. The detector is built once per process, off the event loop.
+        from protocols.privacy.detector import shared_detector
+        from protocols.privacy.pseudonymizer import Pseudonymizer
+
+        detector = await asyncio.to_thread(shared_detector, self.privacy_config)
+        pseudonymizer = Pseudonymizer(detector)
+        if self.sends_documents:
+            pseudonymizer.notes.append(
+                f"{self.name}: the whole document was pseudonymized before it was sent to the "
+                "remote"
+            )
+        return pseudonymizer
 
     @abstractmethod
     async def _run(self, state: RunState) -> str:
@@ -190,25 +242,26 @@ class Protocol(ABC):
 
     async def local_batches(
         self, state: RunState, purpose: str, requests: list[GenerationRequest], *, round: int
-    ) -> list[GenerationResult | None]:
-        """Run local requests in batches of ``job_concurrency``, in order. A batch the engine
-        fails on yields ``None`` for each of its requests (the caller counts them as dropped):
-        one failed batch must not sink the round."""
-        results: list[GenerationResult | None] = []
+    ) -> list[GenerationResult | EngineError | ValueError]:
+        """Run local requests in batches of ``job_concurrency``, in order. A request the engine
+        fails on yields its error in its place (the caller counts that job as dropped): one failed
+        request fails only its job, and the others' results are kept."""
+        outcomes: list[GenerationResult | EngineError | ValueError] = []
         size = state.options.job_concurrency
         for start in range(0, len(requests), size):
             batch = requests[start : start + size]
-            try:
-                results.extend(await state.recorder.generate("local", purpose, batch, round=round))
-            except (EngineError, ValueError) as exc:  # ValueError: vLLM rejects a too-long prompt
+            settled = await state.recorder.generate_settled("local", purpose, batch, round=round)
+            failures = [outcome for outcome in settled if isinstance(outcome, Exception)]
+            if failures:
                 state.warn(
-                    f"round {round}: the local engine failed on {len(batch)} requests: {exc}"
+                    f"round {round}: the local engine failed on {len(failures)} of {len(batch)} "
+                    f"requests: {summarize_errors(failures)}"
                 )
-                results.extend([None] * len(batch))
+            outcomes.extend(settled)
             await state.events.emit(
-                "jobs_progress", {"round": round, "done": len(results), "total": len(requests)}
+                "jobs_progress", {"round": round, "done": len(outcomes), "total": len(requests)}
             )
-        return results
+        return outcomes
 
     @staticmethod
     def fits(engine: Engine, text: str, reply_tokens: int) -> bool:
@@ -218,7 +271,7 @@ class Protocol(ABC):
             return False
         return engine.count_tokens(text) <= budget
 
-    def _result(self, state: RunState, answer: str) -> Result:
+    def _result(self, state: RunState, answer: str, error: str | None = None) -> Result:
         recorder = state.recorder
         remote_priced = self.prices.has_price(self.remote.model)
         remote_calls = recorder.records("remote")
@@ -242,6 +295,7 @@ class Protocol(ABC):
         local_cost = recorder.cost("local")
         return Result(
             answer=answer.strip(),
+            error=error,
             protocol=self.name,
             local_model=self.local.model,
             remote_model=self.remote.model,
@@ -273,6 +327,7 @@ class Protocol(ABC):
                 remote_cost + local_cost, remote_priced and not self.remote_stand_in
             ),
             cost_guard=state.guard.record(),
+            privacy=state.privacy.report() if state.privacy else None,
         )
 
 
@@ -309,6 +364,12 @@ def run_chunks(
             "documents, tokenizer or chunking options)"
         )
     return chunks
+
+
+def _private(remote: Engine, pseudonymizer: Pseudonymizer) -> Engine:
+    from protocols.privacy.engine import PrivateEngine
+
+    return PrivateEngine(remote, pseudonymizer)
 
 
 def render_documents(documents: tuple[Document, ...] | list[Document]) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from engines.base import Engine, GenerationRequest, GenerationResult
+from engines.errors import EngineTimeoutError
 from protocols import prompts
 from protocols.base import CHAT_TEMPLATE_MARGIN, chunk_source, neutralize
 from protocols.chunking import Chunk
@@ -72,11 +73,22 @@ def build_jobs(
     selected: list[list[int]],
     options: Options,
     local: Engine,
-    job_tokens: int | None = None,
+    retriever: Callable[[], ChunkRetriever] | None = None,
+    reply_tokens: int | None = None,
 ) -> JobBatch:
-    """The round's job requests; each may write ``job_tokens`` (default: ``job_max_tokens``)."""
+    """The round's jobs and requests. When the plan asks for more than the round's budget
+    (``max_jobs_per_round``, ``max_local_tokens_per_round``), each task's chunks are taken most
+    relevant first (BM25 against the task's text) and the tasks take turns, so every task keeps
+    its best chunks. Each job may write ``reply_tokens`` (default: ``job_max_tokens``)."""
     batch = JobBatch()
-    job_tokens = job_tokens or options.job_max_tokens
+    reply_tokens = reply_tokens or options.job_max_tokens
+    planned = sum(len(ids) for ids in selected) * options.samples_per_job
+    over_budget = planned > options.max_jobs_per_round or options.max_local_tokens_per_round
+    if over_budget and retriever is not None:
+        selected = [
+            retriever().rank(f"{task.task} {task.advice}", ids)
+            for task, ids in zip(plan.tasks, selected, strict=True)
+        ]
     per_task = [
         [
             Job(task_index, chunk_id, sample)
@@ -85,26 +97,20 @@ def build_jobs(
         ]
         for task_index, ids in enumerate(selected)
     ]
-    planned = sum(len(jobs) for jobs in per_task)
-    # Round-robin across tasks so that, when the cap bites, every task still gets its share.
+    # Round-robin across tasks so that, when the budget bites, every task still gets its share.
     interleaved = [job for group in itertools.zip_longest(*per_task) for job in group if job]
-    capped = sorted(
-        interleaved[: options.max_jobs_per_round],
-        key=lambda j: (j.task_index, j.chunk_id, j.sample),
-    )
-    counts = JobCounts(planned=planned, skipped=planned - len(capped))
-    if counts.skipped:
-        batch.warnings.append(
-            f"{counts.skipped} of {planned} jobs skipped: over max_jobs_per_round "
-            f"({options.max_jobs_per_round})"
-        )
     if options.samples_per_job > 1 and options.temperature == 0:
         batch.warnings.append("samples_per_job > 1 at temperature 0 repeats identical samples")
-    schema = job_output_schema(job_tokens) if local.supports_json_schema else None
+    schema = job_output_schema(reply_tokens) if local.supports_json_schema else None
     budget = local.context_window - options.job_max_tokens - CHAT_TEMPLATE_MARGIN
     frame_tokens: dict[tuple[int, int], int] = {}
     too_long = 0
-    for job in capped:
+    tokens_left = options.max_local_tokens_per_round
+    chosen: list[tuple[Job, GenerationRequest]] = []
+    considered = 0
+    for job in interleaved:
+        if len(chosen) >= options.max_jobs_per_round:
+            break
         chunk = chunks[job.chunk_id]
         planned_task = plan.tasks[job.task_index]
         values = {
@@ -117,19 +123,41 @@ def build_jobs(
             frame_tokens[key] = local.count_tokens(
                 prompts.render("minions_job", chunk="", **values)
             )
-        if frame_tokens[key] + chunk.tokens > budget:
+        job_tokens = frame_tokens[key] + chunk.tokens
+        if job_tokens > budget:
+            considered += 1
             too_long += 1
             continue
-        batch.jobs.append(job)
-        batch.requests.append(
-            GenerationRequest.from_prompt(
-                prompts.render("minions_job", chunk=neutralize(chunk.text), **values),
-                max_tokens=job_tokens,
-                temperature=options.temperature,
-                seed=options.seed + job.sample,
-                json_schema=schema,
+        cost = job_tokens + reply_tokens
+        if tokens_left is not None and cost > tokens_left:
+            break
+        considered += 1
+        if tokens_left is not None:
+            tokens_left -= cost
+        chosen.append(
+            (
+                job,
+                GenerationRequest.from_prompt(
+                    prompts.render("minions_job", chunk=neutralize(chunk.text), **values),
+                    max_tokens=reply_tokens,
+                    temperature=options.temperature,
+                    seed=options.seed + job.sample,
+                    json_schema=schema,
+                ),
             )
         )
+    counts = JobCounts(planned=planned, skipped=planned - considered)
+    if counts.skipped:
+        limits = f"max_jobs_per_round ({options.max_jobs_per_round})"
+        if options.max_local_tokens_per_round is not None:
+            limits += f" or max_local_tokens_per_round ({options.max_local_tokens_per_round})"
+        batch.warnings.append(
+            f"{counts.skipped} of {planned} jobs skipped: over {limits}; each task kept its "
+            "chunks most relevant to it"
+        )
+    chosen.sort(key=lambda pair: (pair[0].task_index, pair[0].chunk_id, pair[0].sample))
+    batch.jobs = [job for job, _ in chosen]
+    batch.requests = [request for _, request in chosen]
     if too_long:
         counts.dropped["too_long"] = too_long
         batch.warnings.append(f"{too_long} jobs dropped: prompt longer than the local context")
@@ -137,9 +165,16 @@ def build_jobs(
     return batch
 
 
-def judge(job: Job, result: GenerationResult | None) -> tuple[LocalOutput | None, str | None]:
-    """A job's kept output, or the reason it was dropped."""
-    if result is None or result.finish_reason in ("abort", "error"):
+def judge(
+    job: Job, result: GenerationResult | Exception | None
+) -> tuple[LocalOutput | None, str | None]:
+    """A job's kept output, or the reason it was dropped (``timeout`` when the local engine timed
+    out on it, ``engine_error`` for any other failure)."""
+    if isinstance(result, EngineTimeoutError):
+        return None, "timeout"
+    if isinstance(result, Exception) or result is None:
+        return None, "engine_error"
+    if result.finish_reason in ("abort", "error"):
         return None, "engine_error"
     if result.finish_reason == "length":
         return None, "truncated"

@@ -8,6 +8,7 @@ from protocols import prompts
 from protocols.base import (
     CHAT_TEMPLATE_MARGIN,
     Protocol,
+    ProtocolFailed,
     RunState,
     chunk_source,
     neutralize,
@@ -79,7 +80,7 @@ class LocalOnly(Protocol):
         results = await self.local_batches(state, "map", requests, round=1)
         notes = []
         for chunk, result in zip(chunks, results, strict=True):
-            text = "" if result is None else result.text.strip()
+            text = "" if isinstance(result, Exception) else result.text.strip()
             if text and not is_empty_answer(text):
                 record.local_outputs.append(LocalOutput(chunk_id=chunk.id, answer=text))
                 notes.append(f"[{chunk_source(chunk)}] {text}")
@@ -107,11 +108,15 @@ class LocalOnly(Protocol):
             results = await self.local_batches(
                 state, "combine", [self._request(state, p) for p in prompts_], round=1
             )
-            notes = [self._clip(r.text.strip(), budget // 2) for r in results if r is not None]
+            notes = [
+                self._clip(r.text.strip(), budget // 2)
+                for r in results
+                if not isinstance(r, Exception)
+            ]
             if len(notes) <= 1:
                 break
         if not notes:
-            raise RuntimeError("the local engine failed to combine the notes")
+            raise ProtocolFailed("the local engine failed to combine the notes")
         return notes[0]
 
     def _groups(self, notes: list[str], budget: int) -> list[list[str]]:

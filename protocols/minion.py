@@ -11,11 +11,13 @@ from protocols import prompts
 from protocols.base import (
     CHAT_TEMPLATE_MARGIN,
     Protocol,
+    ProtocolFailed,
     RunState,
     chunk_source,
     neutralize,
     render_documents,
     render_metadata,
+    summarize_errors,
 )
 from protocols.chunking import Chunk
 from protocols.fallback import answer_without_rounds
@@ -252,7 +254,10 @@ class Minion(Protocol):
                 temperature=options.temperature,
                 seed=options.seed,
             )
-            result = await state.recorder.generate_one("local", "chat", request, round=record.round)
+            (outcome,) = await self.local_batches(state, "chat", [request], round=record.round)
+            if isinstance(outcome, Exception):
+                raise ProtocolFailed(f"round {record.round}: the local model failed: {outcome}")
+            result = outcome
             if result.finish_reason == "length":
                 state.warn(f"round {record.round}: the local reply was cut off")
             record.local_outputs.append(LocalOutput(answer=result.text.strip()))
@@ -272,9 +277,15 @@ class Minion(Protocol):
             for chunk in chunks
         ]
         results = await self.local_batches(state, "chat", requests, round=record.round)
+        failures = [outcome for outcome in results if isinstance(outcome, Exception)]
+        if failures and len(failures) == len(results):
+            raise ProtocolFailed(
+                f"round {record.round}: the local model failed on every chunk: "
+                f"{summarize_errors(failures)}"
+            )
         parts = []
         for chunk, chunk_result in zip(chunks, results, strict=True):
-            text = "" if chunk_result is None else chunk_result.text.strip()
+            text = "" if isinstance(chunk_result, Exception) else chunk_result.text.strip()
             if not text or is_empty_answer(text):
                 continue
             record.local_outputs.append(LocalOutput(chunk_id=chunk.id, answer=text))

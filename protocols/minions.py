@@ -236,7 +236,9 @@ class MinionS(Protocol):
             record.plan = plan.model_dump(mode="json")
         # Job outputs are short by construction: sized so several fit the round's findings room.
         job_tokens = job_tokens_for(room, state.options.job_max_tokens)
-        batch = build_jobs(plan, chunks, selected, state.options, self.local, job_tokens)
+        batch = build_jobs(
+            plan, chunks, selected, state.options, self.local, retriever, reply_tokens=job_tokens
+        )
         for warning in warnings + batch.warnings:
             state.warn(f"round {record.round}: {warning}")
         results = await self.local_batches(state, "job", batch.requests, round=record.round)

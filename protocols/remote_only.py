@@ -11,6 +11,7 @@ from protocols.task import Options, Task
 
 class RemoteOnly(Protocol):
     name = "remote_only"
+    sends_documents = True
     answer_limit_option = "remote_max_tokens"
 
     @classmethod

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engines.usage import Usage
 from protocols.baseline import Baseline
 from protocols.cost_guard import CostGuardRecord
+from protocols.privacy.report import PrivacyReport
 
 ProtocolName = Literal["minion", "minions", "local_only", "remote_only"]
 PlanSource = Literal["remote", "fallback"]
@@ -83,9 +84,14 @@ class JobCounts(BaseModel):
     planned: int = Field(description="(task, chunk, sample) jobs the plan asked for")
     run: int = 0
     kept: int = 0
-    skipped: int = Field(default=0, description="planned but over max_jobs_per_round")
+    skipped: int = Field(
+        default=0,
+        description="planned but over the round's budget (max_jobs_per_round, "
+        "max_local_tokens_per_round)",
+    )
     dropped: dict[str, int] = Field(
-        default_factory=dict, description="by reason: no_answer, truncated, unparseable, ..."
+        default_factory=dict,
+        description="by reason: no_answer, truncated, unparseable, timeout, engine_error, ...",
     )
 
 
@@ -149,6 +155,11 @@ class Result(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     answer: str
+    error: str | None = Field(
+        default=None,
+        description="why the run failed (the local model failed where nothing could stand in); "
+        "the usage spent until then is still reported",
+    )
     protocol: ProtocolName
     local_model: str
     remote_model: str
@@ -163,4 +174,7 @@ class Result(BaseModel):
     baseline: Baseline = Field(description="what remote_only would have sent (counted, not run)")
     cost_guard: CostGuardRecord = Field(
         description="the remote budget: baseline, budget, spent, what was trimmed, fallbacks"
+    )
+    privacy: PrivacyReport | None = Field(
+        default=None, description="privacy mode's audit trail; None when privacy is off"
     )

@@ -45,3 +45,15 @@ class ChunkRetriever:
             ),
         )
         return [chunk_id for _, chunk_id in ranked[:k]]
+
+    def rank(self, query: str, chunk_ids: Sequence[int]) -> list[int]:
+        """``chunk_ids`` ordered by BM25 relevance to ``query``, best first; chunks that share no
+        term with it keep their order at the end (ties: lower id first)."""
+        terms = tokenize(query)
+        if not terms:
+            return list(chunk_ids)
+        scores = self._bm25.get_scores(terms)
+        position = {chunk_id: index for index, chunk_id in enumerate(self._ids)}
+        return sorted(
+            chunk_ids, key=lambda chunk_id: (-float(scores[position[chunk_id]]), chunk_id)
+        )

@@ -25,6 +25,7 @@ PAGE_BREAK = "\f"
 
 MetadataValue = str | int | float | bool | None
 ChunkingStrategy = Literal["tokens", "pages", "paragraphs"]
+PrivacyMode = Literal["off", "pseudonymize"]
 
 
 class Document(BaseModel):
@@ -95,7 +96,19 @@ class Options(BaseModel):
     max_tasks_per_round: int = Field(default=8, ge=1, le=32, description="K: tasks in one plan")
     samples_per_job: int = Field(default=1, ge=1, le=16)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    max_jobs_per_round: int = Field(default=512, ge=1, le=8192)
+    max_jobs_per_round: int = Field(
+        default=512,
+        ge=1,
+        le=8192,
+        description="local jobs one MinionS round may run; when the plan asks for more, each "
+        "task keeps its chunks most relevant to it (BM25)",
+    )
+    max_local_tokens_per_round: int | None = Field(
+        default=None,
+        ge=1,
+        description="local tokens (prompt and reply bound) one MinionS round may use; filled by "
+        "relevance like max_jobs_per_round. Unset: no token bound",
+    )
     job_concurrency: int = Field(default=128, ge=1, le=8192, description="jobs per engine batch")
     job_max_tokens: int = Field(default=256, ge=16, le=8192)
     local_max_tokens: int = Field(default=384, ge=16, le=8192)
@@ -109,6 +122,11 @@ class Options(BaseModel):
         "most this fraction of what remote_only would send (1.0: never more than remote-only)",
     )
     seed: int = 0
+    privacy: PrivacyMode = Field(
+        default="off",
+        description="pseudonymize: identifying values are replaced by placeholders before any "
+        "text reaches the remote, and restored in its replies (docs/privacy.md)",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Options:

@@ -16,6 +16,7 @@ from service.engines import EngineSet, build_engine_set
 from service.execution import TaskExecutor
 from service.metrics import Metrics
 from service.pool import EnginePool
+from service.privacy import prepare_detector
 from service.runner import InProcessRunner
 from service.settings import Settings
 from service.store import Store
@@ -77,7 +78,8 @@ async def open_core(
             owns_engines=engines is None,
         )
         prices = settings.prices()
-        executor = TaskExecutor(the_store, pool, prices, metrics)
+        privacy = await prepare_detector(settings)
+        executor = TaskExecutor(the_store, pool, prices, metrics, privacy)
         yield Core(settings, the_store, pool, prices, executor, metrics)
     finally:
         if executor is not None:

@@ -19,6 +19,7 @@ from protocols.documents import (
 )
 from protocols.pdf_sandbox import PdfSandbox
 from protocols.task import Document
+from service.abandon import Abandoned, unless_abandoned
 from service.errors import InvalidRequest, NotFound, PayloadTooLarge
 from service.schemas import DocumentInput
 from service.settings import Settings
@@ -75,14 +76,46 @@ class DocumentService:
         except DocumentError as exc:
             raise _refusal(exc, "file") from None
         stored = await self.prepare(owner, document)
-        await self.store.documents.put(stored)
+        await self.check_quota(owner, [stored], "file")
+        await self.store.documents.put(stored, ttl_s=self.settings.document_ttl_s)
+        await self.store.documents.count_bytes(owner.id, [stored])
         return stored
 
+    async def check_quota(
+        self, owner: ApiKey, documents: Sequence[StoredDocument], param: str
+    ) -> None:
+        """``PayloadTooLarge`` (413) when storing ``documents`` would pass the key's quota."""
+        if owner.admin or not documents:
+            return
+        quota = self.settings.key_storage_quota_mb * 2**20
+        adding = sum(len(doc.payload().encode()) for doc in documents)
+        stored = await self.store.documents.stored_bytes(owner.id)
+        if stored + adding > quota:
+            raise PayloadTooLarge(
+                f"{param}: this key stores {stored / 2**20:.1f} MiB of documents and these add "
+                f"{adding / 2**20:.1f} MiB; its quota is {quota / 2**20:g} MiB "
+                "(MGW_KEY_STORAGE_QUOTA_MB): delete documents (DELETE /v1/documents/{id}) or wait "
+                "for unused ones to expire",
+                param=param,
+            )
+
+    async def delete(self, owner: ApiKey, document_id: str) -> None:
+        """Delete a document now (its owner, or an admin). Tasks still queued with it fail
+        ("no longer stored"); finished ones keep their results."""
+        stored = await self.store.documents.get(document_id)
+        if stored is None or (stored.owner != owner.id and not owner.admin):
+            raise NotFound(f"no document {document_id!r}", param="document_id")
+        await self.store.documents.delete(stored)
+
     async def resolve(
-        self, owner: ApiKey, inputs: Sequence[DocumentInput]
+        self,
+        owner: ApiKey,
+        inputs: Sequence[DocumentInput],
+        abandoned: Abandoned | None = None,
     ) -> tuple[list[StoredDocument], list[StoredDocument]]:
         """Every input as a stored document. Inline ones are not written yet: the caller queues
-        them in the pipeline that creates the task. Returns (all, the inline ones)."""
+        them in the pipeline that creates the task. Returns (all, the inline ones). An inline PDF
+        is parsed under its work budget, stopped early once ``abandoned()``."""
         if len(inputs) > self.settings.max_documents:
             raise InvalidRequest(
                 f"documents: {len(inputs)} documents; the limit is {self.settings.max_documents}",
@@ -95,10 +128,14 @@ class DocumentService:
             if item.document_id is not None:
                 resolved.append(await self.by_id(owner, item.document_id, param))
             else:
-                document = await self._parse(item, index, param)
+                parsing = self._parse(item, index, param)
+                document = await (
+                    unless_abandoned(abandoned, parsing) if item.pdf_base64 else parsing
+                )
                 inline.append(await self.prepare(owner, document, param))
                 resolved.append(inline[-1])
         self.check_tokens(sum(doc.tokens for doc in resolved), "documents")
+        await self.check_quota(owner, inline, "documents")
         return resolved, inline
 
     async def by_id(self, owner: ApiKey, document_id: str, param: str) -> StoredDocument:

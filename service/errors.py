@@ -124,6 +124,14 @@ def store_is_full(exc: BaseException) -> bool:
     )
 
 
+def envelope(type_: str, message: str, param: str | None = None) -> dict[str, Any]:
+    """The body of every error: ``{"error": {"type", "message", "param"?}}``."""
+    error: dict[str, Any] = {"type": type_, "message": message}
+    if param is not None:
+        error["param"] = param
+    return {"error": error}
+
+
 def describe(exc: Exception) -> tuple[int, str, str, str | None]:
     """(status, type, message, param) for any exception, from the table."""
     if isinstance(exc, GatewayError):

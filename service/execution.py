@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from engines.prices import PriceTable
 from protocols import Options, Result, Task, build_protocol
 from protocols.accounting import EventSink
 from protocols.base import Protocol
+from protocols.privacy.config import PrivacyConfig
 from service.checkpoint import CheckpointedEngine
 from service.errors import InvalidRequest, describe
 from service.event_writer import EventWriter
@@ -92,9 +94,15 @@ class Ending:
 
 class TaskExecutor:
     def __init__(
-        self, store: Store, pool: EnginePool, prices: PriceTable, metrics: Metrics
+        self,
+        store: Store,
+        pool: EnginePool,
+        prices: PriceTable,
+        metrics: Metrics,
+        privacy: PrivacyConfig | None = None,
     ) -> None:
         self.store = store
+        self.privacy = privacy
         self.pool = pool
         self.prices = prices
         self.metrics = metrics
@@ -111,8 +119,8 @@ class TaskExecutor:
     ) -> Run:
         """The protocol over metered engines. With a ``task_id`` (a queued task) remote replies
         are checkpointed, so a restart of the task does not pay for them twice."""
-        remote_engine = self.pool.remote_for(remote_model)
-        stand_in = self.pool.stand_in and remote_model is None
+        choice = self.pool.remote(remote_model)
+        remote_engine, stand_in = choice.engine, choice.stand_in
         local_engine = self.pool.local_for(self.store.redis, task_id)
         if stand_in:
             remote_engine = local_engine
@@ -127,6 +135,7 @@ class TaskExecutor:
             self.prices,
             remote_stand_in=stand_in,
             max_remote_fraction=self.pool.settings.max_remote_fraction,
+            privacy_config=self.privacy,
         )
         return Run(built, local, remote)
 
@@ -139,22 +148,35 @@ class TaskExecutor:
 
     # -- queued tasks -----------------------------------------------------------------------
     async def execute(
-        self, record: TaskRecord, cancel_reason: Callable[[], str | None], entry_id: str
+        self,
+        record: TaskRecord,
+        cancel_reason: Callable[[], str | None],
+        entry_id: str,
+        *,
+        run_token: str | None = None,
     ) -> None:
         """Run a queued task to a final status (or back to the queue on shutdown). ``entry_id``
         is its entry in the task stream, acknowledged with the task's end. A task still marked
         running was reclaimed from a runner that died: it starts again, reusing what that run
-        recorded."""
+        recorded. ``run_token`` fences the run: only the run whose token the task holds writes
+        its end (a stalled runner whose task was taken over writes nothing)."""
+        run_token = run_token or secrets.token_hex(8)
         started = time.time()
         moved = await self.store.tasks.transition(
             record.id,
             ("queued", "running"),
-            {"status": "running", "started_at": started, "attempts": record.attempts + 1},
+            {
+                "status": "running",
+                "started_at": started,
+                "attempts": record.attempts + 1,
+                "run_token": run_token,
+            },
         )
         if moved is not True:
             await self.store.tasks.done(entry_id)
             return
         record.started_at = started
+        record.run_token = run_token
         request = record.request
         run: Run | None = None
         events = EventWriter(self.store, record.id)
@@ -175,6 +197,13 @@ class TaskExecutor:
             await self._finish(record, run, self._failed(record, run, exc), entry_id)
             return
         await events.close()
+        if result.error is not None:
+            # The protocol could not finish (its local model failed): a failed task whose usage
+            # so far is billed, like any other failure.
+            failure = EngineError(result.error)
+            await self._finish(record, run, self._failed(record, run, failure), entry_id)
+            return
+        self.metrics.privacy(result)
         ending = self._succeeded(record, result)
         scored = self.mi.wanted(record.protocol)
         if scored:
@@ -245,6 +274,9 @@ class TaskExecutor:
 
     def _interrupted(self, record: TaskRecord, run: Run | None, reason: str | None) -> Ending:
         partial = run.partial_usage() if run else None
+        if reason == "superseded":
+            # Another runner owns the task now; the fence refuses this run's end (_finish).
+            return Ending(None, {}, None, 0)
         if reason == "shutdown":
             # Bill what was spent, keep the rest reserved, and put the task back in the queue.
             spent = run.spent_nano if run else 0
@@ -273,7 +305,8 @@ class TaskExecutor:
         if run is not None:
             ending.fields |= run.billing_fields()
         store = self.store
-        async with store.redis.pipeline(transaction=True) as pipe:
+
+        async def write(pipe: Any) -> None:
             store.tasks.queue_update(pipe, record.id, ending.fields)
             if spent:
                 store.tasks.queue_add_billed(pipe, record.id, spent)
@@ -290,7 +323,22 @@ class TaskExecutor:
             else:
                 store.tasks.queue_done(pipe, entry_id)
                 store.tasks.queue_forget_checkpoints(pipe, record.id)
-            await pipe.execute()
+                settings = self.pool.settings
+                store.tasks.queue_expire(pipe, record.id, settings.task_ttl_s)
+                store.documents.queue_touch(
+                    pipe, record.request.get("document_ids", []), settings.document_ttl_s
+                )
+
+        # The fence: only the run that owns the task (its token) ends it, settling once.
+        if not await store.tasks.fenced_write(record.id, record.run_token, write):
+            logger.warning(
+                "task %s: another runner took it over; this run's end (%s, $%.6f) is not "
+                "written: the task is settled once, by the run that owns it",
+                record.id,
+                ending.status or "requeue",
+                spent / 1e9,
+            )
+            return
         if ending.status is not None:
             started = record.started_at or record.created_at
             self.metrics.task_finished(record.protocol, ending.status, finished - started)
@@ -385,6 +433,7 @@ class TaskExecutor:
         try:
             result = await run.protocol.run(task, events=sink)
             status = "succeeded"
+            self.metrics.privacy(result)
             baseline = baseline_of(result)
             return result
         except asyncio.CancelledError:

@@ -40,6 +40,12 @@ def tasks_of(key_id: str) -> str:
     return f"{PREFIX}:tasks:key:{key_id}"
 
 
+def documents_of(key_id: str) -> str:
+    """Sorted set: a key's stored documents, scored by their size in bytes (its storage
+    quota); members whose document expired or was deleted are pruned when it is read."""
+    return f"{PREFIX}:docs-of:{key_id}"
+
+
 def document(document_id: str) -> str:
     """String: the document as JSON (name, pages, token count, owner); the id hashes owner and
     content, so one document is stored once."""

@@ -55,6 +55,12 @@ class Metrics:
         self.queue_depth = Gauge(
             "mgw_queue_depth", "tasks waiting in the queue", registry=self.registry
         )
+        self.pii_entities = Counter(
+            "mgw_pii_entities_total",
+            "identifying values privacy mode replaced before they reached a remote, by type",
+            ["type"],
+            registry=self.registry,
+        )
         self.running = Gauge(
             "mgw_tasks_running", "tasks running in this process", registry=self.registry
         )
@@ -87,6 +93,11 @@ class Metrics:
             (usage.remote.prompt_tokens, usage.remote.completion_tokens),
             result.cost_usd.remote,
         )
+
+    def privacy(self, result: Result) -> None:
+        if result.privacy is not None:
+            for entity, count in result.privacy.entities.items():
+                self.pii_entities.labels(entity).inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -40,6 +40,20 @@ logger = logging.getLogger(__name__)
 # Tasks waiting for a scoring slot beyond this are not scored (status "skipped"): the queue of
 # pending estimates must not grow without bound when tasks finish faster than they are scored.
 MAX_WAITING = 64
+EXPIRY_GRACE_S = 60.0
+
+
+def expired(mi: dict[str, Any] | None, now: float) -> dict[str, Any] | None:
+    """``mi`` as a reader should see it: a pending estimate past its ``expires_at`` is an error
+    (the process scoring it died; nothing else would ever record it)."""
+    if mi is None:
+        return None
+    if mi.get("status") == "pending" and now > float(mi.get("expires_at") or float("inf")):
+        return {
+            "status": "error",
+            "error": "the process scoring it stopped before recording an estimate",
+        }
+    return mi
 
 
 class TaskMIJob:
@@ -64,9 +78,12 @@ class TaskMIJob:
     def wanted(self, protocol: str) -> bool:
         return self.enabled and protocol_class(protocol).sends_compressions
 
-    @staticmethod
-    def pending() -> dict[str, Any]:
-        return {"status": "pending"}
+    def pending(self) -> dict[str, Any]:
+        """The estimate to come. ``expires_at`` bounds the wait: scoring waits for at most
+        ``MAX_WAITING`` others, each held to ``timeout_s``; past it, the process that was to score
+        the task died, and the task view reports the estimate as an error (``expired``)."""
+        wait_s = (MAX_WAITING + 1) * self.timeout_s + EXPIRY_GRACE_S
+        return {"status": "pending", "expires_at": time.time() + wait_s}
 
     async def run(self, task_id: str, task: Task, result: Result, f1: float | None = None) -> None:
         """Score and record; never raises but for cancellation (recorded as ``cancelled``).
@@ -82,6 +99,11 @@ class TaskMIJob:
             finally:
                 self._waiting -= 1
             try:
+                # Its turn: from now on the estimate is due within the timeout.
+                await self._record(
+                    task_id,
+                    {"status": "pending", "expires_at": time.time() + self.timeout_s + 60.0},
+                )
                 fields = await self._attempt(task_id, task, result)
             finally:
                 self._slot.release()

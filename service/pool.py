@@ -4,6 +4,7 @@ models an operator allowed (``MGW_REMOTE_MODELS``), built on first use."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
@@ -13,6 +14,12 @@ from service.engines import EngineSet
 from service.errors import InvalidRequest
 from service.settings import Settings
 from workers.queue import QueuedEngine
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteChoice:
+    engine: Engine
+    stand_in: bool  # the local model answers as the remote: counted, never priced
 
 
 class EnginePool:
@@ -61,6 +68,12 @@ class EnginePool:
         if not self.stand_in:
             names += [m for m in [*self.settings.remote_models, *self._remotes] if m not in names]
         return names
+
+    def remote(self, model: str | None) -> RemoteChoice:
+        """The remote for ``model`` (None: the default), and whether the local model stands in
+        for it: the one place that decides, for admission, budgets and execution alike."""
+        engine = self.remote_for(model)
+        return RemoteChoice(engine, stand_in=self.stand_in and engine is self.engines.remote)
 
     def remote_for(self, model: str | None) -> Engine:
         """The remote engine for ``model`` (None: the default). Raises ``InvalidRequest`` for a

@@ -126,6 +126,7 @@ class InProcessRunner:
         self._workers: list[asyncio.Task[None]] = []
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._held: dict[str, str] = {}  # task id -> stream entry id
+        self._tokens: dict[str, str] = {}  # task id -> fencing token of this runner's run
         self._reasons: dict[str, str] = {}
         self._cancelling: set[asyncio.Task[bool]] = set()
         self._stopping = False
@@ -203,12 +204,33 @@ class InProcessRunner:
             if not self._held:
                 continue
             try:
+                await self._stop_superseded()
                 await self.group.renew(self._held.values())
                 await self._cancel_requested_elsewhere()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("renewing the held tasks failed")
+
+    async def _stop_superseded(self) -> None:
+        """A run whose task another runner took over (this one stalled past the reclaim time)
+        stops: its fencing token is no longer the task's, so its end would be refused anyway."""
+        task_ids = [t for t in self._held if t in self._tokens and t not in self._reasons]
+        if not task_ids:
+            return
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hget(keys.task(task_id), "run_token")
+            current = await pipe.execute()
+        for task_id, token in zip(task_ids, current, strict=True):
+            if token != self._tokens.get(task_id) and task_id in self._jobs:
+                logger.warning("task %s: another runner took it over; this run stops", task_id)
+                self._reasons[task_id] = "superseded"
+                self._held.pop(task_id, None)  # never renewed (claimed back) again
+                job = self._jobs[task_id]
+                stopping = asyncio.create_task(cancel_until_done(job))
+                self._cancelling.add(stopping)  # type: ignore[arg-type]
+                stopping.add_done_callback(self._cancelling.discard)
 
     async def _cancel_requested_elsewhere(self) -> None:
         """A ``DELETE`` served by another gateway process can only flag the task: the runner
@@ -237,12 +259,16 @@ class InProcessRunner:
             logger.error("task %s: delivered %d times; failing it", task_id, deliveries)
             await self.executor.fail_undeliverable(record, entry_id, deliveries)
             return
+        token = secrets.token_hex(8)
         job = asyncio.create_task(
-            self.executor.execute(record, lambda: self._reasons.get(task_id), entry_id),
+            self.executor.execute(
+                record, lambda: self._reasons.get(task_id), entry_id, run_token=token
+            ),
             name=f"mgw-task-{task_id}",
         )
         self._jobs[task_id] = job
         self._held[task_id] = entry_id
+        self._tokens[task_id] = token
         self.metrics.running.inc()
         try:
             # ``wait`` returns when the job ends, also when a user cancelled it; it raises only
@@ -262,6 +288,7 @@ class InProcessRunner:
                 del self._jobs[task_id]
                 self._held.pop(task_id, None)
                 self._reasons.pop(task_id, None)
+                self._tokens.pop(task_id, None)
 
     async def cancel(self, task_id: str, wait_s: float = 5.0) -> bool:
         job = self._jobs.get(task_id)

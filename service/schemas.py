@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocols.result import ProtocolName
-from protocols.task import MAX_QUESTION_CHARS, MetadataValue, Options
+from protocols.task import MAX_QUESTION_CHARS, MetadataValue, Options, PrivacyMode
 
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -101,6 +101,11 @@ class TaskMI(BaseModel):
 
     status: MIStatus
     error: str | None = Field(default=None, description="why it was skipped or failed")
+    expires_at: float | None = Field(
+        default=None,
+        description="pending: when the estimate is due at the latest; past it, it is reported "
+        "as an error (the process scoring it died)",
+    )
     mi_nats: float | None = None
     mi_bits: float | None = None
     bits_per_token: float | None = None
@@ -188,6 +193,11 @@ class KeyCreate(BaseModel):
     admin: bool = False
     budget_usd: float | None = Field(default=None, ge=0, le=1_000_000)
     rate_limit_per_minute: int | None = Field(default=None, gt=0, le=1_000_000)
+    privacy: PrivacyMode | None = Field(
+        default=None,
+        description="the key's tasks' privacy mode when they do not choose (MGW_PRIVACY_DEFAULT "
+        "when unset)",
+    )
 
 
 class KeyView(BaseModel):
@@ -199,6 +209,7 @@ class KeyView(BaseModel):
     reserved_usd: float
     rate_limit_per_minute: int
     created_at: float
+    privacy: PrivacyMode | None = None
 
 
 class KeyCreated(KeyView):

@@ -13,13 +13,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from engines.base import Engine
+from service.admin import AdminService
 from service.assembly import open_core
+from service.chat import ChatService
 from service.documents import DocumentService
 from service.engines import EngineSet
 from service.execution import TaskExecutor
 from service.metrics import Metrics
 from service.pool import EnginePool
 from service.runner import ExternalRunners, TaskRunner
+from service.schemas import Readiness
 from service.settings import Settings
 from service.store import Store
 from service.studies import StudyService
@@ -40,8 +43,31 @@ class Services:
     runner: TaskRunner
     tasks: TaskService
     studies: StudyService
+    chat: ChatService
     metrics: Metrics
     summary: SummaryService
+    admin: AdminService
+
+    async def readiness(self) -> Readiness:
+        """Ready when the store answers, the local engine is up and the runner is healthy."""
+        store_ok = await self.store.ping()
+        engines_ok = self.pool.local is not None
+        runner_ok = self.runner.healthy
+        return Readiness(
+            status="ready" if store_ok and engines_ok and runner_ok else "not_ready",
+            store=store_ok,
+            engines=engines_ok,
+            runner=runner_ok,
+        )
+
+    async def metrics_text(self) -> bytes:
+        """The Prometheus exposition, with the queue depth read now (NaN while Redis is down:
+        metrics must render even then)."""
+        try:
+            self.metrics.queue_depth.set(await self.store.tasks.queue_depth())
+        except Exception:
+            self.metrics.queue_depth.set(float("nan"))
+        return self.metrics.render()
 
 
 @asynccontextmanager
@@ -85,8 +111,10 @@ async def open_services(
                 runner=runner,
                 tasks=TaskService(the_store, pool, docs, budgets, runner, settings),
                 studies=studies,
+                chat=ChatService(the_store, pool, docs, budgets, executor, settings),
                 metrics=metrics,
                 summary=SummaryService(the_store),
+                admin=AdminService(the_store, studies, settings),
             )
             await runner.start()
             await studies.start()

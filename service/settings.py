@@ -6,7 +6,7 @@ One ``Settings`` object is built at the edge (CLI, app factory) and passed down 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +17,8 @@ from engines.bundled_model import BUNDLED_MODEL
 from engines.prices import PriceTable
 from protocols.documents import pdf_limits
 from protocols.pdf_sandbox import PdfLimits
+from protocols.privacy.config import PrivacyConfig
+from protocols.task import PrivacyMode
 
 
 def _default_data_dir() -> Path:
@@ -40,6 +42,27 @@ class Settings(BaseSettings):
     local_api_key: SecretStr | None = None
     local_max_model_len: Annotated[int, Field(gt=0)] = 8192
     local_max_num_seqs: Annotated[int, Field(gt=0)] = 64
+    # A local OpenAI-compatible server (MGW_LOCAL_ENGINE=openai): see engines/local_server_engine.
+    local_max_concurrency: Annotated[int | None, Field(gt=0, le=1024)] = Field(
+        default=None,
+        description="requests in flight to the local server; default: its slots (llama.cpp "
+        "/props), else its family's default (vLLM 64, Ollama/LM Studio/unknown 1)",
+    )
+    local_stall_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=120.0,
+        description="a local request is timed out only when nothing arrives for this long",
+    )
+    local_deadline_s: Annotated[float, Field(gt=0)] = Field(
+        default=1800.0, description="the most one local request may take, however steady"
+    )
+    local_max_retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        default=3, description="retries of a local request on connection errors and 5xx/429"
+    )
+    local_tokenizer: str | None = Field(
+        default=None,
+        description="tokenizer (Hugging Face id in the local cache, or a path) for exact token "
+        "counts when the local server has no tokenize endpoint (Ollama, LM Studio)",
+    )
 
     # The remote engine. Unset, the local engine stands in for it, and every response says so.
     remote_base_url: str | None = None
@@ -118,6 +141,21 @@ class Settings(BaseSettings):
         '(JSON: {"mine": "my_pkg.my_study"}); give workers the same value',
     )
     event_stream_maxlen: Annotated[int, Field(gt=0)] = 10_000
+    task_ttl_s: Annotated[int, Field(gt=0)] = Field(
+        default=7 * 24 * 3600,
+        description="a finished task's record and event stream are deleted this long after it "
+        "ended (DELETE /v1/tasks/{id}?purge=true deletes them at once)",
+    )
+    document_ttl_s: Annotated[int, Field(gt=0)] = Field(
+        default=7 * 24 * 3600,
+        description="a stored document is deleted when no task has used it for this long "
+        "(DELETE /v1/documents/{id} deletes it at once)",
+    )
+    key_storage_quota_mb: Annotated[int, Field(gt=0)] = Field(
+        default=1024,
+        description="stored documents per non-admin key; a document that would pass it is "
+        "refused with 413 (delete some, or wait for unused ones to expire)",
+    )
     pdf_parse_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=30.0,
         description="wall-clock budget to extract one PDF's text (a child process, killed past "
@@ -146,11 +184,23 @@ class Settings(BaseSettings):
     mi_max_compressions: Annotated[int, Field(gt=0, le=256)] = 16
     mi_max_context_chars: Annotated[int, Field(ge=256)] = 12_000
     mi_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    # Privacy mode (docs/privacy.md): the default for tasks that do not choose and whose key
+    # has no default of its own, and the detector's configuration (TOML), checked at start.
+    privacy_default: PrivacyMode = "off"
+    privacy_config: Path | None = Field(
+        default=None, description="TOML file: entity types, custom recognizers, NER pipeline"
+    )
 
     @field_validator("extra_studies")
     @classmethod
     def _extra_studies_are_valid(cls, value: dict[str, str]) -> dict[str, str]:
         study_registry(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("privacy_config")
+    @classmethod
+    def _privacy_config_is_valid(cls, value: Path | None) -> Path | None:
+        PrivacyConfig.load(value)  # raises PrivacyConfigError naming the file and the field
         return value
 
     @field_validator("admin_key")
@@ -183,8 +233,24 @@ class Settings(BaseSettings):
                 "max_model_len": self.local_max_model_len,
                 "max_num_seqs": self.local_max_num_seqs,
                 "data_dir": self.data_dir,
+                **self._local_server_options(),
             },
         )
+
+    def _local_server_options(self) -> dict[str, Any]:
+        """Options only a local OpenAI-compatible server's engine reads (other kinds drop them).
+        The context window is the server's unless the operator set a smaller one."""
+        options: dict[str, Any] = {
+            "side": "local",
+            "max_concurrency": self.local_max_concurrency,
+            "stall_timeout_s": self.local_stall_timeout_s,
+            "deadline_s": self.local_deadline_s,
+            "max_retries": self.local_max_retries,
+            "tokenizer": self.local_tokenizer,
+        }
+        if "local_max_model_len" in self.model_fields_set:
+            options["context_window"] = self.local_max_model_len
+        return options
 
     def remote_engine_spec(self) -> EngineSpec | None:
         if not self.remote_configured:
@@ -203,6 +269,9 @@ class Settings(BaseSettings):
 
     def prices(self) -> PriceTable:
         return PriceTable.load(self.price_table)
+
+    def privacy(self) -> PrivacyConfig:
+        return PrivacyConfig.load(self.privacy_config)
 
 
 WEAK_SECRETS = frozenset(

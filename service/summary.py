@@ -144,7 +144,12 @@ class SummaryService:
         return {
             "tasks": tasks,
             "bench_runs": [bench_run_view(run) for run in runs],
-            "frontier": mark_frontier(points),
+            # Per source: tasks of one bench dataset are not comparable with another's.
+            "frontier": [
+                point
+                for source in dict.fromkeys(p["source"] for p in points)
+                for point in mark_frontier([p for p in points if p["source"] == source])
+            ],
         }
 
     async def information(self) -> dict[str, Any]:

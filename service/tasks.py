@@ -8,15 +8,17 @@ import hashlib
 import time
 from typing import Any
 
-from engines.base import Engine
 from engines.prices import PriceTable
 from protocols import protocol_class
 from protocols.task import Options
 from service import keys
+from service.abandon import Abandoned
 from service.budget import reservation_usd, worst_case_usd
 from service.documents import DocumentService
 from service.errors import BudgetExceeded, Conflict, NotFound, QueueFull
-from service.pool import EnginePool
+from service.mi_background import expired
+from service.pool import EnginePool, RemoteChoice
+from service.privacy import with_privacy
 from service.runner import TaskRunner
 from service.schemas import TaskCreate, TaskList, TaskView
 from service.settings import Settings
@@ -39,21 +41,22 @@ class BudgetService:
         key: ApiKey,
         protocol: str,
         options: Options,
-        remote: Engine,
-        stand_in: bool,
+        remote: RemoteChoice,
         max_cost_usd: float | None,
     ) -> tuple[int, float | None]:
         """(nano-USD to reserve, the task's cost cap). Raises ``BudgetExceeded`` (402) when the
         key has a budget and the remote model has no price to hold it to."""
-        unpriced = not stand_in and not self.prices.has_price(remote.model)
+        unpriced = not remote.stand_in and not self.prices.has_price(remote.engine.model)
         uses_remote = protocol_class(protocol).max_remote_calls(options) > 0
         if unpriced and uses_remote and key.budget_nano is not None:
             raise BudgetExceeded(
-                f"remote model {remote.model!r} has no price, so a budget cannot be enforced "
-                "on it; ask the operator to add it to the price table",
+                f"remote model {remote.engine.model!r} has no price, so a budget cannot be "
+                "enforced on it; ask the operator to add it to the price table",
                 param="options.remote_model",
             )
-        worst = worst_case_usd(protocol, options, remote, self.prices, stand_in=stand_in)
+        worst = worst_case_usd(
+            protocol, options, remote.engine, self.prices, stand_in=remote.stand_in
+        )
         amount_usd, cap = reservation_usd(worst, max_cost_usd, self.settings.task_max_cost_usd)
         return to_nano(amount_usd), cap
 
@@ -71,12 +74,11 @@ class BudgetService:
         key: ApiKey,
         protocol: str,
         options: Options,
-        remote: Engine,
-        stand_in: bool,
+        remote: RemoteChoice,
         max_cost_usd: float | None,
     ) -> tuple[int, float | None]:
         """``plan``, then reserve the amount on the key now (a task that runs at once)."""
-        amount, cap = self.plan(key, protocol, options, remote, stand_in, max_cost_usd)
+        amount, cap = self.plan(key, protocol, options, remote, max_cost_usd)
         reservation = await self.store.api_keys.reserve(key.id, amount)
         if not reservation.granted:
             raise self.refused(key, amount, reservation.available_nano)
@@ -101,10 +103,16 @@ class TaskService:
         self.settings = settings
 
     async def submit(
-        self, key: ApiKey, body: TaskCreate, idempotency_key: str | None
+        self,
+        key: ApiKey,
+        body: TaskCreate,
+        idempotency_key: str | None,
+        *,
+        abandoned: Abandoned | None = None,
     ) -> tuple[TaskRecord, bool]:
         """(the task, whether it was created now). The same Idempotency-Key and body return
-        the task that key created first."""
+        the task that key created first. ``abandoned`` (the client left) stops the parsing of
+        inline PDFs early."""
         task_id = new_task_id()
         claim: tuple[str, str] | None = None
         if idempotency_key is not None:
@@ -117,7 +125,7 @@ class TaskService:
                 return await self._replay(key, existing, fingerprint), False
             claim = (key.id, digest)
         try:
-            record = await self._create(key, body, task_id)
+            record = await self._create(key, body, task_id, abandoned)
         except BaseException:
             if claim is not None:
                 await self.store.tasks.release_idempotency(*claim)
@@ -138,16 +146,15 @@ class TaskService:
             await asyncio.sleep(0.02)
         raise Conflict("a request with this Idempotency-Key is still in progress; retry")
 
-    async def _create(self, key: ApiKey, body: TaskCreate, task_id: str) -> TaskRecord:
+    async def _create(
+        self, key: ApiKey, body: TaskCreate, task_id: str, abandoned: Abandoned | None = None
+    ) -> TaskRecord:
         options = body.options
-        protocol_options = options.protocol_options()
-        remote = self.pool.remote_for(options.remote_model)
-        stand_in = self.pool.stand_in and options.remote_model is None
-        stored, inline = await self.documents.resolve(key, body.documents)
+        protocol_options = with_privacy(options.protocol_options(), key, self.settings)
+        remote = self.pool.remote(options.remote_model)
+        stored, inline = await self.documents.resolve(key, body.documents, abandoned)
         # ``options`` is an ``Options``: unset fields hold the same defaults the run will use.
-        amount, cap = self.budgets.plan(
-            key, body.protocol, options, remote, stand_in, options.max_cost_usd
-        )
+        amount, cap = self.budgets.plan(key, body.protocol, options, remote, options.max_cost_usd)
         record = TaskRecord(
             id=task_id,
             key_id=key.id,
@@ -177,6 +184,9 @@ class TaskService:
             )
         if admission.outcome == "budget":
             raise self.budgets.refused(key, amount, admission.available_nano)
+        # Used now: each document expires MGW_DOCUMENT_TTL_S after its last use.
+        await self.store.documents.touch([doc.id for doc in stored], self.settings.document_ttl_s)
+        await self.store.documents.count_bytes(key.id, inline)
         return record
 
     async def get(self, key: ApiKey, task_id: str) -> TaskRecord:
@@ -245,6 +255,18 @@ class TaskService:
             has_more=next_cursor is not None,
         )
 
+    async def purge(self, key: ApiKey, task_id: str) -> TaskRecord:
+        """Delete a finished task (record, events) now; the view it had is returned."""
+        record = await self.get(key, task_id)
+        if record.status not in TERMINAL:
+            raise Conflict(
+                f"task {task_id} is {record.status}; cancel it (DELETE without purge) and purge "
+                "it once it has ended",
+                param="purge",
+            )
+        await self.store.tasks.purge(record)
+        return record
+
     async def cancel(self, key: ApiKey, task_id: str) -> TaskRecord:
         record = await self.get(key, task_id)
         if record.status in TERMINAL:
@@ -273,6 +295,7 @@ class TaskService:
                 )
                 await self.store.summary.queue_settled(pipe, settled)
                 self.store.tasks.queue_index_settled(pipe, task_id, record.protocol, "cancelled")
+                self.store.tasks.queue_expire(pipe, task_id, self.settings.task_ttl_s)
                 await pipe.execute()
         else:
             await self.runner.cancel(task_id)
@@ -292,7 +315,7 @@ def view(record: TaskRecord) -> TaskView:
         "error": record.error,
         "partial_usage": record.partial_usage,
         "accuracy": record.accuracy,
-        "mi": record.mi,
+        "mi": expired(record.mi, time.time()),
         "billing": {
             "billed_usd": record.billed_nano / NANO,
             "reserved_usd": 0.0 if record.status in TERMINAL else record.reserved_nano / NANO,

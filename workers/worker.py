@@ -160,6 +160,9 @@ class Worker:
     async def _generate(self, jobs: Sequence[Job]) -> list[Attempt]:
         if not jobs:
             return []
+        if self._engine.isolates_failures:
+            # One failed request fails its job alone; the others' results are kept as they are.
+            return list(await self._engine.generate_settled([job.request() for job in jobs]))
         try:
             results = await self._engine.generate([job.request() for job in jobs])
             if len(results) != len(jobs):

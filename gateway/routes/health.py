@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.deps import services_of
 from service.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -20,15 +21,10 @@ async def health() -> Health:
 @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
 async def ready(request: Request) -> Response:
     services = getattr(request.app.state, "services", None)
-    store_ok = services is not None and await services.store.ping()
-    engines_ok = services is not None and services.pool.local is not None
-    runner_ok = services is not None and services.runner.healthy
-    body = Readiness(
-        status="ready" if store_ok and engines_ok and runner_ok else "not_ready",
-        store=store_ok,
-        engines=engines_ok,
-        runner=runner_ok,
-    )
+    if services is None:  # starting or stopping
+        body = Readiness(status="not_ready", store=False, engines=False, runner=False)
+    else:
+        body = await services.readiness()
     return JSONResponse(body.model_dump(), status_code=200 if body.status == "ready" else 503)
 
 
@@ -45,9 +41,5 @@ async def ready_head(request: Request) -> Response:
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
-    services = request.app.state.services
-    try:
-        services.metrics.queue_depth.set(await services.store.tasks.queue_depth())
-    except Exception:  # metrics must render even when Redis is down
-        services.metrics.queue_depth.set(float("nan"))
-    return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    text = await services_of(request).metrics_text()
+    return Response(text, media_type=CONTENT_TYPE_LATEST)

@@ -46,7 +46,7 @@ class AccuracySummary(BaseModel):
     bench_runs: list[dict[str, Any]] = Field(description="published bench runs, newest first")
     frontier: list[dict[str, Any]] = Field(
         description="(cost per task, accuracy, 95% CI) points from tasks and bench runs; "
-        "on_frontier marks the Pareto-optimal ones"
+        "on_frontier marks the Pareto-optimal ones of each source"
     )
 
 

@@ -71,7 +71,9 @@ async def submit_task(body: TaskCreate, request: Request) -> JSONResponse:
     # validate again: each of those costs showed in the submit rate. ``response_model`` still
     # documents the body, and the schema tests check it.
     key, services = key_of(request), services_of(request)
-    record, created = await services.tasks.submit(key, body, idempotency_key(request))
+    record, created = await services.tasks.submit(
+        key, body, idempotency_key(request), abandoned=request.is_disconnected
+    )
     accepted = {"id": record.id, "status": record.status}
     if created:
         return JSONResponse(accepted, status_code=202)
@@ -99,8 +101,20 @@ async def get_task(task_id: str, key: CurrentKey, services: ServicesDep) -> Task
 
 
 @router.delete("/{task_id}", response_model=TaskView, responses=ERRORS)
-async def cancel_task(task_id: str, key: CurrentKey, services: ServicesDep) -> TaskView:
-    """Cancel a queued or running task. Running work is aborted; what it used is billed."""
+async def cancel_task(
+    task_id: str,
+    key: CurrentKey,
+    services: ServicesDep,
+    purge: Annotated[
+        bool,
+        Query(description="delete a finished task (record and events) now; 409 if not finished"),
+    ] = False,
+) -> TaskView:
+    """Cancel a queued or running task. Running work is aborted; what it used is billed. With
+    ``purge=true``: delete a finished task now (it is deleted MGW_TASK_TTL_S after it ended
+    otherwise); the response is its last view."""
+    if purge:
+        return view(await services.tasks.purge(key, task_id))
     return view(await services.tasks.cancel(key, task_id))
 
 

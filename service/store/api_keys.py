@@ -76,6 +76,7 @@ class ApiKey:
     created_at: float
     spent_nano: int = 0
     reserved_nano: int = 0
+    privacy: str | None = None  # the key's privacy default (set by an admin); None: the gateway's
 
     @property
     def budget_usd(self) -> float | None:
@@ -93,6 +94,7 @@ class ApiKey:
             created_at=float(data.get("created_at", "0")),
             spent_nano=int(data.get("spent_nano", "0")),
             reserved_nano=int(data.get("reserved_nano", "0")),
+            privacy=data.get("privacy") or None,
         )
 
 
@@ -123,6 +125,7 @@ class ApiKeyStore:
         rate_limit_per_minute: int = 600,
         token: str | None = None,
         key_id: str | None = None,
+        privacy: str | None = None,
     ) -> tuple[ApiKey, str]:
         """Store a new key; returns its record and the plaintext token (shown once, never kept)."""
         key_id = key_id or secrets.token_hex(6)
@@ -134,6 +137,7 @@ class ApiKeyStore:
             budget_nano=None if budget_usd is None else to_nano(budget_usd),
             rate_limit_per_minute=rate_limit_per_minute,
             created_at=time.time(),
+            privacy=privacy,
         )
         fields: dict[Any, Any] = {
             "id": record.id,
@@ -143,6 +147,7 @@ class ApiKeyStore:
             "rate_limit": str(rate_limit_per_minute),
             "created_at": repr(record.created_at),
             "hash": hash_token(token),
+            "privacy": privacy or "",
         }
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.api_key(key_id), mapping=fields)

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
 
 from service import keys
 from service.store.documents import StoredDocument
@@ -115,6 +116,7 @@ class TaskRecord:
     attempts: int = 0
     cancel_requested: bool = False
     billed_nano: int = 0  # remote spend over all attempts (HINCRBY with each settlement)
+    run_token: str | None = None  # the fencing token of the run that owns the task
     budget_overrun: bool = False
     reply_models: list[str] | None = None  # models the remote's replies named instead
 
@@ -161,6 +163,7 @@ class TaskRecord:
             attempts=int(data.get("attempts", "0")),
             cancel_requested=data.get("cancel_requested") == "1",
             billed_nano=int(data.get("billed_nano") or "0"),
+            run_token=data.get("run_token") or None,
             budget_overrun=data.get("budget_overrun") == "1",
             reply_models=loads("reply_models"),
         )
@@ -244,6 +247,43 @@ class TaskStore:
     @staticmethod
     def queue_update(pipe: Any, task_id: str, fields: dict[str, Any]) -> None:
         pipe.hset(keys.task(task_id), mapping=_mapping(fields))
+
+    async def fenced_write(
+        self, task_id: str, token: str | None, write: Callable[[Any], Awaitable[None]]
+    ) -> bool:
+        """Run ``write`` (queueing commands on a transaction) only while the task holds
+        ``token``: the check and the writes are one MULTI under WATCH, so a runner that took the
+        task over in between makes it fail. False: refused (another run owns the task). With no
+        token (a task failed without running), the writes are made unconditionally."""
+        name = keys.task(task_id)
+        while True:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    if token is not None:
+                        await pipe.watch(name)
+                        if await pipe.hget(name, "run_token") != token:
+                            return False
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                    await write(pipe)
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue  # the task hash changed (e.g. a cancel flag): check again
+
+    @staticmethod
+    def queue_expire(pipe: Any, task_id: str, ttl_s: int) -> None:
+        """A task that ended is kept ``ttl_s`` more: its record and its event stream."""
+        pipe.expire(keys.task(task_id), ttl_s)
+        pipe.expire(keys.task_events(task_id), ttl_s)
+
+    async def purge(self, record: TaskRecord) -> None:
+        """Delete a finished task now: record, events, checkpoints, its place in the lists."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.task(record.id), keys.task_events(record.id))
+            self.queue_forget_checkpoints(pipe, record.id)
+            pipe.zrem(keys.TASKS, record.id)
+            pipe.zrem(keys.tasks_of(record.key_id), record.id)
+            await pipe.execute()
 
     @staticmethod
     def queue_add_billed(pipe: Any, task_id: str, spent_nano: int) -> None:

@@ -84,4 +84,14 @@ async def test_a_client_that_leaves_stops_the_parse(make_server: Callable[..., A
                 await impatient.post("/v1/documents", files=files, headers=auth(key))
         # The parser would run ~10 s more; the disconnect stops it within a poll or two.
         await asyncio.to_thread(wait_no_parsing_children, 3.0)
+        # The same PDF inline in a task.
+        body = {
+            "protocol": "local_only",
+            "question": "Code?",
+            "documents": [{"pdf_base64": base64.b64encode(costly_pdf()).decode()}],
+        }
+        async with httpx.AsyncClient(base_url=url, timeout=1.0) as impatient:
+            with pytest.raises(httpx.ReadTimeout):
+                await impatient.post("/v1/tasks", json=body, headers=auth(key))
+        await asyncio.to_thread(wait_no_parsing_children, 3.0)
         assert not parsing_children()

@@ -147,9 +147,9 @@ async def test_a_runner_that_reclaims_its_own_lapsed_entry_does_not_run_the_task
         runs: list[str] = []
         execute = executor.execute
 
-        async def counted(record: Any, *args: Any) -> None:
+        async def counted(record: Any, *args: Any, **kwargs: Any) -> None:
             runs.append(record.id)
-            await execute(record, *args)
+            await execute(record, *args, **kwargs)
 
         monkeypatch.setattr(executor, "execute", counted)
         key = await gw.new_key()
@@ -163,11 +163,17 @@ async def test_a_runner_that_reclaims_its_own_lapsed_entry_does_not_run_the_task
             return await xclaim(*args, **kwargs)
 
         monkeypatch.setattr(gw.store.redis, "xclaim", renewals_fail)
+        deliveries = 1
         for _ in range(100):
-            if runner.reclaimed:
+            pending = await gw.store.redis.xpending_range(
+                keys.TASK_STREAM, keys.RUNNER_GROUP, "-", "+", 1
+            )
+            deliveries = int(pending[0]["times_delivered"]) if pending else 1
+            if deliveries > 1:
                 break
             await asyncio.sleep(0.05)
-        assert runner.reclaimed >= 1  # the sweep took the lapsed entry back
+        assert deliveries > 1  # the sweep claimed the lapsed entry back
+        assert runner.reclaimed == 0  # and did not hand it out: the runner holds it
         await asyncio.sleep(0.3)
         assert runs == [task_id]
         cancelled = await gw.client.delete(f"/v1/tasks/{task_id}", headers=auth(key))

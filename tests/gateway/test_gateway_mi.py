@@ -204,3 +204,21 @@ async def test_shutdown_cancels_scoring_and_records_it(make_gateway: Callable[..
     record = await gw.store.tasks.get(task["id"])
     assert record is not None and record.status == "succeeded"
     assert record.mi is not None and record.mi["status"] == "cancelled"
+
+
+async def test_an_estimate_whose_scorer_died_ends_as_an_error(
+    make_gateway: Callable[..., Any],
+) -> None:
+    async with make_gateway(engines(), mi_timeout_s=5.0) as gw:
+        key = await gw.new_key()
+        task_id = (await submit(gw, key, body()))["id"]
+        await scored(gw, key, task_id)
+        # What a gateway killed while scoring leaves behind: "pending", due at a time now past.
+        due = {"status": "pending", "expires_at": 1.0}
+        await gw.store.redis.hset(keys.task(task_id), "mi", json.dumps(due))
+        view = (await gw.client.get(f"/v1/tasks/{task_id}", headers=auth(key))).json()
+        assert view["mi"]["status"] == "error"
+        assert "stopped before recording an estimate" in view["mi"]["error"]
+        # A fresh pending estimate is due within the wait for a slot plus the timeout.
+        pending = gw.services.executor.mi.pending()
+        assert pending["status"] == "pending" and pending["expires_at"] > 5.0

@@ -23,6 +23,7 @@ from support.scripted_engine import CRASH_EXIT_CODE, ScriptedEngine
 
 from service import keys
 from service.store import Store
+from service.store.api_keys import key_id_of
 from workers import keys as worker_keys
 
 pytestmark = pytest.mark.slow
@@ -342,3 +343,68 @@ async def test_twenty_tasks_survive_a_worker_sigkilled_while_it_holds_jobs(
     assert (await store.redis.xpending(worker_keys.job_stream(POOL), worker_keys.JOB_GROUP))[
         "pending"
     ] == 0
+
+
+async def test_a_stalled_runner_whose_task_was_taken_over_settles_nothing(
+    processes: Processes,
+    remote: tuple[str, ScriptedEngine],
+    redis_url: str,
+    store: Store,
+    make_gateway: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """Two runners; the one holding the task is SIGSTOPped past the reclaim time, the other takes
+    the task over and finishes it, then the first is SIGCONTed: the fencing token refuses its
+    end, so usage is counted once and the reservation released once."""
+    remote_url, _ = remote
+    env = gateway_env(redis_url, remote_url, tmp_path / "data")
+    start_worker(processes, redis_url, delay_s=2.0)
+    runners = [processes.cli(f"runner-{n}", "runner", env=env) for n in (1, 2)]
+    async with make_gateway(runner_enabled=False, local_pool=POOL) as gw:
+        key = await gw.new_key(budget_usd=5.0)
+        response = await gw.client.post("/v1/tasks", json=MINIONS, headers=auth(key))
+        task_id = response.json()["id"]
+        for runner in runners:
+            await asyncio.to_thread(runner.wait_for_line, "runner runner-")
+
+        async def mid_flight() -> bool:
+            held = await store.redis.xpending(worker_keys.job_stream(POOL), worker_keys.JOB_GROUP)
+            return held["pending"] > 0 and await holder_of(store, task_id) is not None
+
+        await wait_until(mid_flight, 60, "the task's local jobs to be in flight")
+        holder = await holder_of(store, task_id)
+        assert holder is not None
+        stalled, _ = runners if pid_of(holder) == runners[0].pid else runners[::-1]
+        stalled.popen.send_signal(signal.SIGSTOP)
+        try:
+
+            async def taken_over() -> bool:
+                record = await store.tasks.get(task_id)
+                return record is not None and record.attempts == 2
+
+            await wait_until(taken_over, 60, "the other runner to take the task over")
+        finally:
+            stalled.popen.send_signal(signal.SIGCONT)
+        record = await final(store, task_id)
+        assert record.status == "succeeded", record.error
+
+        async def stalled_run_ended() -> bool:
+            # It noticed the takeover, or (without the fence) it settled the task a second time.
+            api_key = await store.api_keys.get(key_id_of(key))
+            assert api_key is not None
+            return "another runner took it over" in stalled.output() or api_key.reserved_nano < 0
+
+        await wait_until(stalled_run_ended, 60, "the stalled run to end")
+        await asyncio.sleep(0.5)  # (its refused end is logged after the refusal)
+        record = await store.tasks.get(task_id)
+        assert record is not None and record.status == "succeeded"
+        api_key = await store.api_keys.get(key_id_of(key))
+        assert api_key is not None
+        assert api_key.reserved_nano == 0  # released once (twice: negative)
+        assert api_key.spent_nano == record.billed_nano > 0  # counted once, all attempts
+        view = await gw.wait_for(task_id, key)
+        assert view["billing"]["billed_usd"] == pytest.approx(api_key.spent_nano / 1e9)
+        usage = await store.usage.report("key")
+        assert usage[key_id_of(key)]["tasks"] == 1
+        for runner in runners:
+            assert runner.stop() == 0, runner.output()

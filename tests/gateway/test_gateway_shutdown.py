@@ -60,6 +60,16 @@ async def test_a_stop_signal_exits_0_and_stops_the_embedded_redis(
     assert _is_our_server(redis_pid, redis_dir)
     assert (redis_dir / URL_FILE).exists()
     gateway = processes.started[-1]
+    if signum == signal.SIGINT:  # the runner and worker commands stop cleanly on it too
+        env = serve_env(data_dir)
+        worker = processes.cli(
+            "worker", "worker", "--engine", "openai", "--model", "m", "--name", "w", env=env
+        )
+        runner = processes.cli("runner", "runner", env=env)
+        await asyncio.to_thread(worker.wait_for_line, "worker w:")
+        await asyncio.to_thread(runner.wait_for_line, "runner runner-")
+        assert worker.stop(signal.SIGINT) == 0, worker.output()
+        assert runner.stop(signal.SIGINT) == 0, runner.output()
     if signum == signal.SIGTERM:  # (once is enough) never two servers on one AOF
         second = processes.cli(
             "second", "serve", "--port", str(free_port()), env=serve_env(data_dir)

@@ -5,14 +5,18 @@ over scripted engines and a real Redis."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from gateway_helpers import ADMIN_KEY, Gateway, auth
 from support.mi_engines import ScoringLocal, remote_planner
+from support.processes import CLI, free_port, process_env
 from test_gateway_tasks import task_body
 
 from analysis.evaluate import BenchReport, ProtocolSummary
@@ -21,6 +25,8 @@ from service.engines import EngineSet
 from service.execution import baseline_counters
 from service.store.summary import LATENCY_BOUNDS, Settled, bucket_start, percentile
 from service.summary import mark_frontier, wilson_ci95
+from workers import keys as worker_keys
+from workers.queue.registry import heartbeat, registration
 
 ADMIN = auth(ADMIN_KEY)
 
@@ -319,8 +325,72 @@ async def test_the_page_and_assets_are_public_and_the_data_is_not(gw: Gateway) -
     ).status_code == 403
 
 
-async def test_workers_report_has_heartbeat_ages_and_the_study_queue(gw: Gateway) -> None:
+async def test_workers_report_has_heartbeat_ages_and_the_study_queue(
+    make_gateway: Callable[..., Any],
+) -> None:
+    # With a local pool the workers, not the gateway, consume the study queue.
+    async with make_gateway(local_pool="gpu-a") as gw:
+        await check_workers_report(gw)
+
+
+async def check_workers_report(gw: Gateway) -> None:
+    redis = gw.store.redis
+    # A worker as ``minions-gw worker`` registers itself, and a study consumer that read the queue.
+    info = registration(gw.engines.local, "gpu-a", batch=32)
+    await heartbeat(redis, "gpu-a@host-1", info, ttl_s=30)
+    await redis.xgroup_create(worker_keys.STUDY_STREAM, worker_keys.STUDY_GROUP, mkstream=True)
+    await redis.xadd(worker_keys.STUDY_STREAM, {"study": "study_x"})
+    await redis.xreadgroup(
+        worker_keys.STUDY_GROUP, "worker-7", {worker_keys.STUDY_STREAM: ">"}, count=1
+    )
+    await redis.xadd(worker_keys.STUDY_STREAM, {"study": "study_y"})
     report = await get(gw, "/v1/admin/workers")
-    assert report["studies_waiting"] == 0 and isinstance(report["study_consumers"], list)
+    [pool] = [p for p in report["pools"] if p["pool"] == "gpu-a"]
+    [worker] = pool["workers"]
+    assert worker["name"] == "gpu-a@host-1" and worker["batch"] == "32"
+    assert worker["model"] == "smollm2-135m-instruct" and 0 <= worker["heartbeat_age_s"] < 5
+    assert report["studies_waiting"] == 1
+    [consumer] = report["study_consumers"]
+    assert consumer["name"] == "worker-7" and consumer["pending"] == 1 and consumer["idle_s"] >= 0
     studies = await get(gw, "/v1/studies")
     assert studies["data"] == [] and {"gp", "ssm", "lora"} <= set(studies["available"])
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    """``minions-gw`` as its own process, while this loop keeps serving the gateway."""
+    process = await asyncio.create_subprocess_exec(
+        *CLI, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 120)
+    return int(process.returncode or 0), output.decode()
+
+
+async def test_bench_publish_stores_a_report_in_the_gateway(
+    make_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(bench_report(minions=0.7, remote_only=0.95)))
+    async with make_server() as (url, _app):
+        env = process_env(MGW_GATEWAY_URL=url, MGW_ADMIN_KEY=ADMIN_KEY)
+        code, output = await run_cli("bench", "publish", str(report), env=env)
+        assert code == 0, output
+        runs = await _runs(url)
+        assert len(runs) == 1 and runs[0]["id"] in output and runs[0]["tasks"] == 20
+        # A wrong key, a broken report and a gateway that is not there: clear errors, exit 1.
+        code, output = await run_cli("bench", "publish", str(report), env=env | {
+            "MGW_ADMIN_KEY": "mgw_wrong"})  # fmt: skip
+        assert code == 1 and "refused the report (401)" in output
+        broken = tmp_path / "broken.json"
+        broken.write_text('{"dataset": "x"}')
+        code, output = await run_cli("bench", "publish", str(broken), env=env)
+        assert code == 1 and "(422)" in output and "protocols" in output
+        code, output = await run_cli("bench", "publish", str(report), env=env | {
+            "MGW_GATEWAY_URL": f"http://127.0.0.1:{free_port()}"})  # fmt: skip
+        assert code == 1 and "could not reach" in output
+        assert len(await _runs(url)) == 1  # nothing stored by the refused ones
+
+
+async def _runs(url: str) -> list[Any]:
+    async with httpx.AsyncClient(base_url=url) as client:
+        data: list[Any] = (await client.get("/v1/admin/bench-runs", headers=ADMIN)).json()["data"]
+        return data

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -24,7 +23,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from engines.base import Engine, GenerationRequest, GenerationResult, validate_continuations
+from engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    estimate_tokens,
+    validate_continuations,
+)
 from workers import keys
 from workers.queue import registry
 from workers.queue.jobs import (
@@ -47,12 +52,6 @@ logger = logging.getLogger(__name__)
 
 REPLY_TTL_MS = 15 * 60 * 1000  # renewed while the call waits; a crashed caller's stream expires
 REPLY_RENEW_S = 60.0
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters a token (the OpenAI adapter's estimate; importing it would load
-    the whole ``openai`` SDK into every worker)."""
-    return math.ceil(len(text) / 4)
 
 
 def no_worker_message(pool: str) -> str:

@@ -82,17 +82,17 @@ export async function render(view) {
                     backgroundColor: PALETTE[i % PALETTE.length],
                     pointRadius: 5,
                   })),
-                  {
-                    label: "frontier",
+                  ...sources.map((source, i) => ({
+                    label: `${source} frontier`,
                     type: "line",
                     data: frontier
-                      .filter((p) => p.on_frontier)
+                      .filter((p) => p.source === source && p.on_frontier)
                       .sort((a, b) => a.cost_usd - b.cost_usd)
                       .map((p) => ({ x: p.cost_usd, y: p.accuracy })),
-                    borderColor: "#111827",
+                    borderColor: PALETTE[i % PALETTE.length],
                     borderDash: [4, 4],
                     pointRadius: 0,
-                  },
+                  })),
                 ],
               },
               options: {

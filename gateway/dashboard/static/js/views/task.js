@@ -44,6 +44,21 @@ function rounds(result) {
             round.local_outputs,
           )
         : null,
+      (round.crossed || []).length
+        ? el(
+            "div",
+            { class: "crossed" },
+            el("h4", {}, "Crossed to the remote this round"),
+            table(
+              [
+                { label: "Chunk", value: (c) => (c.chunk_id === null ? "documents" : String(c.chunk_id)) },
+                { label: "Answering", value: (c) => c.query },
+                { label: "Text sent", value: (c) => c.text },
+              ],
+              round.crossed,
+            ),
+          )
+        : null,
       round.remote_messages.map((m) => el("div", {}, el("h4", {}, `Remote: ${m.purpose}`), pre(m.text))),
       round.feedback ? el("p", {}, el("strong", {}, "Feedback: "), round.feedback) : null,
     );

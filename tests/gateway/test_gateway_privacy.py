@@ -1,0 +1,153 @@
+"""Privacy mode through the gateway: key and gateway defaults, a task's own choice, chat
+``minions_options``, what is stored and streamed, the metric, and a bad config at startup."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gateway_helpers import ADMIN_KEY, Gateway, auth, local_reply
+from pydantic import ValidationError
+from support.private_data import (
+    NAME,
+    PAGES,
+    PHONE,
+    PLACEHOLDER,
+    QUESTION,
+    LeakCheckingRemote,
+    leaks_in,
+    placeholder,
+)
+from support.scripted_engine import ScriptedEngine
+
+from gateway.app import create_app
+from service import keys
+from service.engines import EngineSet
+from service.settings import Settings
+from service.store import Store
+
+
+def private_engines() -> EngineSet:
+    local = ScriptedEngine(default=local_reply, model="smollm2-135m-instruct", context_window=8192)
+    remote = LeakCheckingRemote(
+        # remote_only reads the (pseudonymized) document and answers with the phone placeholder.
+        default=lambda request: f"It is {placeholder(request, 'PHONE')}.",
+        model="gpt-4o",
+        context_window=16_384,
+    )
+    return EngineSet(local=local, remote=remote, remote_stand_in=False)
+
+
+def body(**options: Any) -> dict[str, Any]:
+    return {
+        "protocol": "remote_only",
+        "question": QUESTION,
+        "documents": [{"text": "\f".join(PAGES), "name": "intake.txt"}],
+        "options": options,
+    }
+
+
+async def run_task(gw: Gateway, key: str, **options: Any) -> dict[str, Any]:
+    response = await gw.client.post("/v1/tasks", json=body(**options), headers=auth(key))
+    assert response.status_code == 202, response.text
+    task = await gw.wait_for(response.json()["id"], key)
+    assert task["status"] == "succeeded", task
+    return task
+
+
+async def test_a_keys_default_pseudonymizes_its_tasks_and_nothing_of_the_mapping_is_stored(
+    make_gateway: Callable[..., Any], store: Store
+) -> None:
+    engines = private_engines()
+    async with make_gateway(engines) as gw:
+        key = await gw.new_key(privacy="pseudonymize")
+        listed = await gw.client.get("/v1/admin/keys", headers=auth(ADMIN_KEY))
+        assert "pseudonymize" in [k["privacy"] for k in listed.json()["data"]]
+        task = await run_task(gw, key)
+        metrics = (await gw.client.get("/metrics", headers=auth(ADMIN_KEY))).text
+
+    assert engines.remote.leaks == []  # type: ignore[attr-defined]
+    assert task["result"]["answer"] == f"It is {PHONE}."  # restored locally
+    privacy = task["result"]["privacy"]
+    assert privacy["mode"] == "pseudonymize" and privacy["ner_model"]
+    assert {"PERSON", "PHONE_NUMBER", "EMAIL_ADDRESS", "US_SSN", "CREDIT_CARD"} <= set(
+        privacy["entities"]
+    )
+    assert any("whole document was pseudonymized" in note for note in privacy["notes"])
+    assert leaks_in(json.dumps(privacy)) == []
+    # What Redis holds: the record's audit trail has placeholders only; the events stream, the
+    # local side's progress, never a placeholder (so no value-placeholder pair anywhere).
+    record = await store.tasks.get(task["id"])
+    assert record is not None and record.request["options"]["privacy"] == "pseudonymize"
+    stored_events = json.dumps(await store.redis.xrange(keys.task_events(task["id"])), default=str)
+    assert PLACEHOLDER.findall(stored_events) == []
+    assert 'mgw_pii_entities_total{type="PHONE_NUMBER"} 1.0' in metrics
+
+
+async def test_the_gateway_default_applies_unless_the_task_chooses(
+    make_gateway: Callable[..., Any],
+) -> None:
+    engines = private_engines()
+    async with make_gateway(engines, privacy_default="pseudonymize") as gw:
+        key = await gw.new_key()
+        private = await run_task(gw, key)
+        assert private["result"]["privacy"]["mode"] == "pseudonymize"
+        assert engines.remote.leaks == []  # type: ignore[attr-defined]
+        # The task turns it off: the leak-checking remote sees the values and fails the run.
+        response = await gw.client.post("/v1/tasks", json=body(privacy="off"), headers=auth(key))
+        task = await gw.wait_for(response.json()["id"], key)
+    assert task["status"] == "failed"
+    assert NAME in engines.remote.leaks  # type: ignore[attr-defined]
+
+
+async def test_chat_minions_options_choose_privacy(make_gateway: Callable[..., Any]) -> None:
+    engines = private_engines()
+    async with make_gateway(engines) as gw:
+        key = await gw.new_key()
+        response = await gw.client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "remote",
+                "messages": [
+                    {"role": "system", "content": "\n".join(PAGES)},
+                    {"role": "user", "content": QUESTION},
+                ],
+                "minions_options": {"privacy": "pseudonymize"},
+            },
+            headers=auth(key),
+        )
+    assert response.status_code == 200, response.text
+    reply = response.json()
+    assert reply["choices"][0]["message"]["content"] == f"It is {PHONE}."
+    assert reply["minions"]["privacy"]["entities"]["PERSON"] >= 1
+    assert "crossed" not in reply["minions"]["privacy"]
+    assert NAME not in json.dumps(reply["minions"])
+
+
+async def test_an_unknown_privacy_mode_is_refused_naming_the_field(gw: Gateway) -> None:
+    key = await gw.new_key()
+    response = await gw.client.post("/v1/tasks", json=body(privacy="maybe"), headers=auth(key))
+    assert response.status_code == 422
+    assert response.json()["error"]["param"] == "options.privacy"
+
+
+def test_a_broken_privacy_config_is_a_startup_error(tmp_path: Path) -> None:
+    config = tmp_path / "privacy.toml"
+    config.write_text("[[recognizers]]\nentity = \"MRN\"\npatterns = ['MRN(']\n")
+    with pytest.raises(ValidationError, match=r"privacy_config[\s\S]*recognizers.0.patterns"):
+        Settings(privacy_config=config, _env_file=None)  # type: ignore[call-arg]
+
+
+async def test_a_missing_ner_pipeline_stops_the_gateway_at_startup(
+    tmp_path: Path, make_settings: Callable[..., Settings], store: Store
+) -> None:
+    config = tmp_path / "privacy.toml"
+    config.write_text('ner_model = "en_not_installed"\n')
+    settings = make_settings(admin_key=ADMIN_KEY, privacy_config=config)
+    app = create_app(settings, engines=private_engines(), store=store)
+    with pytest.raises(ValueError, match="ner_model: the spaCy pipeline 'en_not_installed'"):
+        async with app.router.lifespan_context(app):
+            pass

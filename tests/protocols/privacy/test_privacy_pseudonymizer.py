@@ -1,0 +1,123 @@
+"""Placeholders: consistent across rounds, matched normalized, reversible, never the values."""
+
+from __future__ import annotations
+
+import json
+
+from protocols.privacy.config import PrivacyConfig
+from protocols.privacy.detector import Detector
+from protocols.privacy.pseudonymizer import Pseudonymizer
+
+CARD = "4111 1111 1111 1111"
+NOTE = (
+    "Reach the patient at (415) 555-0134 or ana.diaz@example.org. SSN 536-22-8761, card "
+    f"{CARD}, IBAN GB82 WEST 1234 5698 7654 32, DOB: 1980-03-12, account number: 0012345678, "
+    "lives at 12 Oak Lane, Apt. 4, server 10.1.2.3, portal https://clinic.example.net/ana."
+)
+PLANTED = [
+    "(415) 555-0134",
+    "ana.diaz@example.org",
+    "536-22-8761",
+    CARD,
+    "GB82 WEST 1234 5698 7654 32",
+    "1980-03-12",
+    "0012345678",
+    "12 Oak Lane, Apt. 4",
+    "10.1.2.3",
+    "https://clinic.example.net/ana",
+]
+
+
+def test_every_pattern_entity_is_replaced_and_restored(pattern_detector: Detector) -> None:
+    pseudo = Pseudonymizer(pattern_detector)
+    private = pseudo.pseudonymize(NOTE)
+    for value in PLANTED:
+        assert value not in private
+    assert "4111" not in private and "0134" not in private
+    assert pseudo.restore(private) == NOTE
+    report = pseudo.report()
+    assert set(report.entities) == {
+        "PHONE_NUMBER",
+        "EMAIL_ADDRESS",
+        "US_SSN",
+        "CREDIT_CARD",
+        "IBAN_CODE",
+        "DATE_OF_BIRTH",
+        "ACCOUNT_NUMBER",
+        "STREET_ADDRESS",
+        "IP_ADDRESS",
+        "URL",
+    }
+    assert "DOB: <DOB_1>" in private  # the label stays, only the date is replaced
+
+
+def test_the_same_value_gets_the_same_placeholder_across_rounds_normalized(
+    pattern_detector: Detector,
+) -> None:
+    pseudo = Pseudonymizer(pattern_detector)
+    first = pseudo.pseudonymize("Call (415) 555-0134 today.")
+    second = pseudo.pseudonymize("The number 415.555.0134 was busy; try +1 415 555 0199.")
+    assert first == "Call <PHONE_1> today."
+    assert second == "The number <PHONE_1> was busy; try <PHONE_2>."
+    # Once known, a value is replaced even where the detector alone would miss it.
+    assert pseudo.pseudonymize("digits 4155550134 again") == "digits <PHONE_1> again"
+
+
+def test_restore_takes_bare_placeholders_and_escapes_values_inside_json(
+    pattern_detector: Detector,
+) -> None:
+    config_detector = pattern_detector
+    pseudo = Pseudonymizer(config_detector)
+    private = pseudo.pseudonymize('Write to "ana"@example.org? No: ana.diaz@example.org')
+    assert "<EMAIL_1>" in private
+    assert pseudo.restore("Mail EMAIL_1 now") == "Mail ana.diaz@example.org now"
+    reply = json.dumps({"answer": "<EMAIL_1>", "unknown": "<EMAIL_9>"})
+    assert json.loads(pseudo.restore(reply, json_strings=True)) == {
+        "answer": "ana.diaz@example.org",
+        "unknown": "<EMAIL_9>",  # a placeholder this task never made stays as it is
+    }
+
+
+def test_placeholders_already_in_a_text_are_left_alone(pattern_detector: Detector) -> None:
+    pseudo = Pseudonymizer(pattern_detector)
+    pseudo.pseudonymize("card 4111 1111 1111 1111")
+    assert pseudo.pseudonymize("as said, <CARD_1> is on file") == "as said, <CARD_1> is on file"
+
+
+def test_the_report_names_placeholders_and_types_never_values(pattern_detector: Detector) -> None:
+    pseudo = Pseudonymizer(pattern_detector)
+    pseudo.pseudonymize(NOTE)
+    dumped = pseudo.report().model_dump_json()
+    for value in PLANTED:
+        assert value not in dumped
+    assert pseudo.report().placeholders["<PHONE_1>"] == "PHONE_NUMBER"
+
+
+def test_a_custom_recognizer_replaces_only_its_value_group() -> None:
+    config = PrivacyConfig.parse(
+        {
+            "ner_model": "none",
+            "recognizers": [
+                {
+                    "entity": "MEDICAL_RECORD_NUMBER",
+                    "label": "MRN",
+                    "patterns": [r"\bMRN[:#]?\s*(?P<value>\d{6,10})\b"],
+                    "normalize": "digits",
+                }
+            ],
+        }
+    )
+    pseudo = Pseudonymizer(Detector(config))
+    assert pseudo.pseudonymize("MRN: 00123456 admitted") == "MRN: <MRN_1> admitted"
+    assert pseudo.restore("<MRN_1>") == "00123456"
+
+
+def test_names_places_and_organizations_need_the_ner_model(ner_detector: Detector) -> None:
+    pseudo = Pseudonymizer(ner_detector)
+    private = pseudo.pseudonymize("Maria Gonzalez works for Microsoft in Seattle.")
+    assert "Maria Gonzalez" not in private and "Microsoft" not in private
+    assert "Seattle" not in private
+    assert "<PERSON_1>" in private
+    # The same person later, in other case: the same placeholder.
+    assert "<PERSON_1>" in pseudo.pseudonymize("Ask MARIA GONZALEZ about it.")
+    assert pseudo.report().ner_model == ner_detector.ner_model
