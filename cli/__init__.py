@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from cli import bench, doctor, generate, keys, run, runner, serve, study, worker
+from cli import bench, doctor, generate, keys, run, runner, serve, study, worker, worker_check
 
 app = typer.Typer(
     name="minions-gw",
@@ -33,6 +33,7 @@ app.command("run")(run.run)
 app.command("serve")(serve.serve)
 app.add_typer(keys.app, name="keys")
 app.command("worker")(worker.worker)
+app.command("worker-check")(worker_check.worker_check)
 app.command("runner")(runner.runner)
 app.add_typer(bench.bench_app, name="bench")
 

@@ -1,4 +1,5 @@
-"""``minions-gw bench``: accuracy vs cost of protocols on a dataset; ``bench make-synthetic``."""
+"""``minions-gw bench``: accuracy vs cost of protocols on a dataset; ``bench make-synthetic``,
+``bench make-private``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from analysis.evaluate import (
     evaluate,
     plot_accuracy_vs_cost,
 )
+from analysis.private_dataset import make_private_dataset
 from analysis.synthetic_dataset import make_synthetic_dataset
 from cli.common import console, errors, fail, load_settings, run_async
 from protocols import PROTOCOLS
@@ -246,6 +248,25 @@ def make_synthetic(
     """Write long synthetic documents with planted facts and a dataset.jsonl over them."""
     try:
         path = make_synthetic_dataset(out, docs=docs, pages=pages, seed=seed)
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    console.print(f"dataset: {path}")
+
+
+@bench_app.command("make-private")
+def make_private(
+    out: Annotated[Path, typer.Option(help="directory to write the dataset into")] = Path(
+        "private-bench"
+    ),
+    docs: Annotated[int, typer.Option(help="customer files (one question each)")] = 12,
+    pages: Annotated[int, typer.Option(help="pages per file (3 hold customer records)")] = 6,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write customer files with faker-planted personal data and a dataset.jsonl over them
+    (questions whose answer needs no PII, is a PII value, or needs several people's records),
+    for benchmarks/privacy_leak.py."""
+    try:
+        path = make_private_dataset(out, docs=docs, pages=pages, seed=seed)
     except ValueError as exc:
         fail(str(exc), code=2)
     console.print(f"dataset: {path}")

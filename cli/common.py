@@ -11,13 +11,14 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
+import redis.asyncio as aioredis
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
 from engines.errors import EngineConfigError, EngineError
 from service.settings import Settings
-from service.store.connection import find_embedded_url
+from service.store.connection import client_for, find_embedded_url
 
 # ``--redis-url`` of the commands that join a running gateway (worker, runner).
 RedisUrlOption = Annotated[
@@ -108,7 +109,16 @@ def redis_url_for(settings: Settings, explicit: str | None = None) -> str:
     url = explicit or settings.redis_url
     if url:
         return url
+    if settings.redis_sentinels is not None:
+        return "redis://"  # the Sentinels name the server; the URL would add a db or password
     try:
         return find_embedded_url(settings.data_dir / "redis")
     except LookupError as exc:
         fail(str(exc), code=2)
+
+
+def redis_client_for(settings: Settings, url: str) -> aioredis.Redis:
+    """A client of ``url``, or of the primary ``MGW_REDIS_SENTINELS`` name when set."""
+    return client_for(
+        url, sentinels=settings.sentinel_addresses(), sentinel_master=settings.redis_sentinel_master
+    )

@@ -28,7 +28,12 @@ def _with_store(action: Callable[[Store], Awaitable[T]]) -> T:
     settings = load_settings()
 
     async def go() -> T:
-        store = Store.connect(settings.redis_url, settings.data_dir)
+        store = Store.connect(
+            settings.redis_url,
+            settings.data_dir,
+            sentinels=settings.sentinel_addresses(),
+            sentinel_master=settings.redis_sentinel_master,
+        )
         try:
             return await action(store)
         finally:

@@ -51,7 +51,7 @@ def serve(
     embedded: EmbeddedRedis | None = None
     redis_dir = settings.data_dir / "redis"
     try:
-        if settings.redis_url is None:
+        if settings.redis_url is None and settings.redis_sentinels is None:
             # This process owns the embedded server and records where it listens, so
             # `minions-gw worker` / `runner` on this machine (same data dir) use the same one.
             # A server left by a killed `serve` is stopped first (service.store.embedded).

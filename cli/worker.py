@@ -6,7 +6,6 @@ import dataclasses
 import logging
 from typing import Annotated
 
-import redis.asyncio as aioredis
 import typer
 from redis.exceptions import RedisError
 
@@ -17,6 +16,7 @@ from cli.common import (
     fail,
     load_settings,
     private_data_dir,
+    redis_client_for,
     redis_url_for,
     run_async,
 )
@@ -39,7 +39,9 @@ def worker(
     model: Annotated[
         str | None, typer.Option(help="the model to serve; default MGW_LOCAL_MODEL")
     ] = None,
-    pool: Annotated[str, typer.Option(help="the job pool to serve")] = "default",
+    pool: Annotated[
+        str, typer.Option(envvar="MGW_WORKER_POOL", help="the job pool to serve")
+    ] = "default",
     batch: Annotated[
         int | None,
         typer.Option(
@@ -87,7 +89,7 @@ def worker(
     )
 
     async def serve() -> None:
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        client = redis_client_for(settings, url)
         try:
             try:
                 await client.ping()

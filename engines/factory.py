@@ -48,7 +48,8 @@ def _openai(spec: EngineSpec) -> Engine:
         return _local_server(spec)
     from engines.openai_engine import OpenAIEngine
 
-    options = {k: v for k, v in spec.options.items() if k not in {"data_dir", "max_num_seqs"}}
+    in_process_only = {"data_dir", "max_num_seqs", "tensor_parallel_size"}
+    options = {k: v for k, v in spec.options.items() if k not in in_process_only}
     if "max_model_len" in options:
         options["context_window"] = options.pop("max_model_len")
     return OpenAIEngine(spec.model, base_url=spec.base_url, api_key=spec.api_key, **options)

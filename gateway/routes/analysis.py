@@ -21,5 +21,5 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post("/mi", response_model=MIEstimate, responses=ERRORS)
 async def mutual_information(body: MIRequest, _: CurrentKey, services: ServicesDep) -> MIEstimate:
     """I(X; Z) of the compressions over the contexts, with every per-compression term, scored
-    teacher-forced by the local engine (the pool's in-process engine)."""
-    return await estimate(services.pool.local, body)
+    teacher-forced by the local engine (in process, or the workers of MGW_LOCAL_POOL)."""
+    return await estimate(services.pool.local_for(services.store.redis, None), body)

@@ -93,7 +93,8 @@ class Detector:
         if self.ner_model is None and ner_wanted:
             self.warning = (
                 f"privacy: no spaCy English pipeline is installed, so {', '.join(ner_wanted)} "
-                f"are not detected (patterns only); {INSTALL_HINT}"
+                "are not detected (patterns only: a name only in a labelled field, 'Name: ...'); "
+                f"{INSTALL_HINT}"
             )
             logger.warning("%s", self.warning)
         nlp_engine = SpacyNlpEngine(
@@ -109,8 +110,11 @@ class Detector:
         self._analyzer = AnalyzerEngine(
             registry=registry, nlp_engine=nlp_engine, supported_languages=["en"]
         )
+        # PERSON stays without a pipeline too: labelled names ("Name: ...") are a pattern.
         self._entities = [
-            name for name in self.entity_types if name not in NER_ENTITIES or self.ner_model
+            name
+            for name in self.entity_types
+            if name not in NER_ENTITIES or self.ner_model or name == "PERSON"
         ]
         self._allow = list(DEFAULT_ALLOW) + list(config.allow)
         self._lock = threading.Lock()
@@ -143,14 +147,20 @@ class Detector:
         """Every entity found in ``text``, overlapping findings included (the caller merges)."""
         if not text.strip():
             return []
-        with self._lock:
-            results = self._analyzer.analyze(
-                text,
-                language="en",
-                entities=self._entities,
-                score_threshold=self.config.score_threshold,
-                allow_list=self._allow,
-            )
+        results = []
+        for offset, segment in _segments(text):
+            with self._lock:
+                found = self._analyzer.analyze(
+                    segment,
+                    language="en",
+                    entities=self._entities,
+                    score_threshold=self.config.score_threshold,
+                    allow_list=self._allow,
+                )
+            for result in found:
+                result.start += offset
+                result.end += offset
+            results.extend(found)
         return [
             Finding(result.start, result.end, result.entity_type, float(result.score))
             for result in results
@@ -197,6 +207,27 @@ def protocol_words() -> frozenset[str]:
         if entry.name.endswith(".txt"):
             words.update(w.casefold() for w in _WORD.findall(entry.read_text(encoding="utf-8")))
     return frozenset(words)
+
+
+# spaCy refuses texts over a million characters; shorter pieces also keep each analysis (and the
+# lock) short. Cut at a line break, else a space, so no value is cut in two (values do not span
+# lines; a value with spaces cut at a space is found again by the task's known-values pass).
+SEGMENT_CHARS = 50_000
+
+
+def _segments(text: str) -> list[tuple[int, str]]:
+    pieces = []
+    start = 0
+    while len(text) - start > SEGMENT_CHARS:
+        end = start + SEGMENT_CHARS
+        cut = text.rfind("\n", start + SEGMENT_CHARS // 2, end)
+        if cut < 0:
+            cut = text.rfind(" ", start + SEGMENT_CHARS // 2, end)
+        cut = end if cut < 0 else cut + 1
+        pieces.append((start, text[start:cut]))
+        start = cut
+    pieces.append((start, text[start:]))
+    return pieces
 
 
 def _only_protocol_words(span: str) -> bool:

@@ -70,7 +70,12 @@ class Pseudonymizer:
         if cached is not None:
             self._count(cached)
             return cached
-        spans = self._merge(self.detector.detect(text) + self._known_findings(text), text)
+        findings = self.detector.detect(text)
+        # Register what was found first, so every other occurrence of it in this same text (a
+        # name the NER model recognized once of three times) is replaced too.
+        for span in self._merge(findings, text):
+            self._token_for(span.entity, text[span.start : span.end])
+        spans = self._merge(findings + self._known_findings(text), text)
         pieces: list[str] = []
         position = 0
         for span in spans:
@@ -82,6 +87,16 @@ class Pseudonymizer:
         self._cache[text] = replaced
         self._count(replaced)
         return replaced
+
+    def learn(self, text: str) -> None:
+        """Find the values in ``text`` (a document, which itself never crosses) so that they are
+        replaced wherever they appear later, also where the detector alone would miss them:
+        a name in the question that the NER model does not recognize there."""
+        with self._lock:
+            started = time.perf_counter()
+            for span in self._merge(self.detector.detect(text), text):
+                self._token_for(span.entity, text[span.start : span.end])
+            self.seconds += time.perf_counter() - started
 
     def _count(self, replaced: str) -> None:
         for token in _PLACEHOLDER.findall(replaced):

@@ -1,5 +1,5 @@
-"""Pattern recognizers Presidio lacks: labelled dates of birth and account numbers, US street
-addresses, a second phone pattern (the ``phonenumbers`` matcher skips numbers with extensions
+"""Pattern recognizers Presidio lacks: labelled dates of birth, account numbers and names, US
+street addresses, a second phone pattern (the ``phonenumbers`` matcher skips numbers with extensions
 and some separators), and the custom ones of the configuration.
 
 Each is a ``RegexRecognizer``: a match's group named ``value``, when there is one, is the part
@@ -53,6 +53,12 @@ _SUFFIXES = (
     "Valleys|Via|Viaduct|View|Views|Village|Villages|Ville|Vista|Walk|Walks|Wall|Way|Ways|"
     "Well|Wells"
 )
+# A name in a labelled field of a form or record ("Name: Ana Diaz", "Patient: ..."): the small
+# NER pipelines miss some names that a label makes certain.
+LABELLED_NAME = (
+    r"\b(?:[Nn]ame|[Pp]atient|[Cc]ustomer|[Cc]lient|[Cc]ontact|[Ee]mployee|[Aa]ccount holder)"
+    r"\s*:\s*(?P<value>[A-Z][a-z'\-]+(?:\s[A-Z]\.?)?(?:\s[A-Z][A-Za-z'\-]+){1,2})"
+)
 STREET = (
     r"\b\d{1,6}\s+(?:[A-Z][A-Za-z'\-]*\s+){1,3}"
     rf"(?:{_SUFFIXES})\b\.?"
@@ -105,4 +111,5 @@ def builtin_regex_recognizers() -> list[RegexRecognizer]:
         RegexRecognizer("ACCOUNT_NUMBER", [ACCOUNT_NUMBER], valid=_has_four_digits),
         RegexRecognizer("PHONE_NUMBER", [PHONE], score=0.4),
         RegexRecognizer("STREET_ADDRESS", [STREET, CITY_STATE_ZIP], score=0.5),
+        RegexRecognizer("PERSON", [LABELLED_NAME], score=0.7),
     ]

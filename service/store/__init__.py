@@ -16,7 +16,14 @@ from service.store.embedded import DEFAULT_MAXMEMORY_BYTES, owner_alive
 from service.store.events import Event, EventStore
 from service.store.multiplexed import MultiplexedConnection
 from service.store.summary import SummaryStore
-from service.store.tasks import TERMINAL, TaskRecord, TaskStore, new_task_id
+from service.store.tasks import (
+    NO_REPLICA_WAIT,
+    TERMINAL,
+    ReplicaWait,
+    TaskRecord,
+    TaskStore,
+    new_task_id,
+)
 from service.store.usage import UsageStore
 
 logger = logging.getLogger(__name__)
@@ -33,12 +40,13 @@ class Store:
         *,
         embedded: EmbeddedRedis | None = None,
         event_stream_maxlen: int = 10_000,
+        replica_wait: ReplicaWait = NO_REPLICA_WAIT,
     ) -> None:
         self.redis = redis
         self.embedded = embedded
         self.multiplexed = MultiplexedConnection.for_client(redis)
         self.api_keys = ApiKeyStore(redis, self.multiplexed)
-        self.tasks = TaskStore(redis, self.multiplexed)
+        self.tasks = TaskStore(redis, self.multiplexed, replica_wait=replica_wait)
         self.documents = DocumentStore(redis)
         self.events = EventStore(redis, maxlen=event_stream_maxlen)
         self.usage = UsageStore(redis)
@@ -53,11 +61,18 @@ class Store:
         *,
         event_stream_maxlen: int = 10_000,
         maxmemory_bytes: int = DEFAULT_MAXMEMORY_BYTES,
+        sentinels: list[tuple[str, int]] | None = None,
+        sentinel_master: str = "mymaster",
+        replica_wait: ReplicaWait = NO_REPLICA_WAIT,
     ) -> Store:
-        """An external Redis at ``redis_url``, or the embedded server of ``data_dir/redis``: the
-        one a live ``minions-gw serve`` runs there (used, not owned), else a new one owned here."""
-        if redis_url:
-            return cls(client_for(redis_url), event_stream_maxlen=event_stream_maxlen)
+        """An external Redis at ``redis_url`` (or the primary of ``sentinels``), or the embedded
+        server of ``data_dir/redis``: the one a live ``minions-gw serve`` runs there (used, not
+        owned), else a new one owned here."""
+        if redis_url or sentinels:
+            client = client_for(
+                redis_url or "redis://", sentinels=sentinels, sentinel_master=sentinel_master
+            )
+            return cls(client, event_stream_maxlen=event_stream_maxlen, replica_wait=replica_wait)
         directory = data_dir / "redis"
         if owner_alive(directory):
             url = find_embedded_url(directory)

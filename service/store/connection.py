@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import RedisError
 
 from service.store.embedded import EmbeddedRedis, owner_alive
@@ -83,18 +85,58 @@ def find_embedded_url(directory: Path) -> str:
 MAX_CONNECTIONS = 512
 
 
-def client_for(url: str, max_connections: int = MAX_CONNECTIONS) -> aioredis.Redis:
+def client_for(
+    url: str,
+    max_connections: int = MAX_CONNECTIONS,
+    *,
+    sentinels: list[tuple[str, int]] | None = None,
+    sentinel_master: str = "mymaster",
+) -> aioredis.Redis:
+    """A client of the Redis at ``url``, or (``sentinels``) of the primary the Sentinels name
+    ``sentinel_master``, found again after a failover; ``url`` then gives only the database,
+    user and password."""
     # A blocking pool: past ``max_connections`` busy connections a command waits for one to be
     # free (redis-py's default pool raises ``MaxConnectionsError`` at 100 concurrent commands,
     # which a burst of requests or event followers reaches). Blocking reads (XREAD BLOCK, BLMOVE)
     # wait at most a few seconds, well under the socket timeout.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=30,
-        decode_responses=True,
-        health_check_interval=30,
-        socket_timeout=30,
-        socket_connect_timeout=5,
-    )
+    options: dict[str, Any] = {
+        "max_connections": max_connections,
+        "timeout": 30,
+        "decode_responses": True,
+        "health_check_interval": 30,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 5,
+    }
+    if sentinels:
+        return _sentinel_client(url, sentinels, sentinel_master, options)
+    pool = aioredis.BlockingConnectionPool.from_url(url, **options)
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
+
+
+class BlockingSentinelConnectionPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """redis-py's Sentinel pool (connections go to the current primary) with the blocking
+    pool's waiting for a free connection; closing it also closes the Sentinel clients."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        for sentinel in self.sentinel_manager.sentinels:
+            await sentinel.aclose()
+
+
+def _sentinel_client(
+    url: str, sentinels: list[tuple[str, int]], master: str, options: dict[str, Any]
+) -> aioredis.Redis:
+    from redis.asyncio.connection import parse_url
+
+    # Only what identifies the database and its user: the host comes from the Sentinels.
+    target = {k: v for k, v in parse_url(url).items() if k in ("db", "username", "password")}
+    manager = Sentinel(  # type: ignore[no-untyped-call]
+        sentinels,
+        # A dead Sentinel must not stall discovery for the command timeout.
+        sentinel_kwargs={"socket_timeout": 2, "socket_connect_timeout": 2},
+        **target,
+    )
+    client: aioredis.Redis = manager.master_for(
+        master, connection_pool_class=BlockingSentinelConnectionPool, **options
+    )
+    return client

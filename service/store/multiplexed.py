@@ -26,6 +26,7 @@ from typing import Any, cast
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -168,9 +169,12 @@ class MultiplexedConnection:
     @classmethod
     def for_client(cls, client: aioredis.Redis) -> MultiplexedConnection | None:
         """A connection to the server ``client`` talks to, with its database, credentials,
-        timeouts and reply decoding; None for TLS."""
+        timeouts and reply decoding; None for TLS and for a client of Sentinel's primary."""
         pool = client.connection_pool
-        if issubclass(pool.connection_class, SSLConnection):
+        # TLS, or a Sentinel pool: its server is the primary of the moment, not a fixed address.
+        if issubclass(pool.connection_class, SSLConnection) or isinstance(
+            pool, SentinelConnectionPool
+        ):
             return None
         options = pool.connection_kwargs
         is_unix = issubclass(pool.connection_class, UnixDomainSocketConnection)

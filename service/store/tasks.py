@@ -5,6 +5,7 @@ keys."""
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,6 +25,8 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 # Set the fields ARGV[2..] (name, value pairs) when the status is one of ARGV[1] (comma list).
 # Returns 1 on success, else the current status ('' for a missing task).
+logger = logging.getLogger(__name__)
+
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return '' end
@@ -188,14 +191,33 @@ def _mapping(fields: dict[str, Any]) -> dict[Any, Any]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaWait:
+    """``WAIT replicas timeout_ms`` after each admission: the submit is answered once that many
+    replicas have it (or the timeout passed; the task is admitted either way, on the primary)."""
+
+    replicas: int = 0
+    timeout_ms: int = 1000
+
+
+NO_REPLICA_WAIT = ReplicaWait()
+
+
 class TaskStore:
     def __init__(
-        self, redis: aioredis.Redis, multiplexed: MultiplexedConnection | None = None
+        self,
+        redis: aioredis.Redis,
+        multiplexed: MultiplexedConnection | None = None,
+        *,
+        replica_wait: ReplicaWait = NO_REPLICA_WAIT,
     ) -> None:
         self.redis = redis
         self._transition = redis.register_script(_TRANSITION)
         # The one command of a submit: on the multiplexed connection, off redis-py's pool.
         self._create = register_script(redis, multiplexed, _CREATE)
+        self._create_script = redis.register_script(_CREATE)
+        self._multiplexed = multiplexed
+        self._replica_wait = replica_wait
 
     async def create(
         self,
@@ -220,13 +242,38 @@ class TaskStore:
         ]
         args += [document.payload() for document in documents]
         args.append(json.dumps(record.to_hash()))
-        outcome, number = await self._create(keys=names, args=args)
+        if self._replica_wait.replicas:
+            outcome, number = await self._create_replicated(names, args)
+        else:
+            outcome, number = await self._create(keys=names, args=args)
         if outcome == "queue_full":
             return Admission("queue_full", waiting=int(number))
         available = None if int(number) < 0 else int(number)
         if outcome == "budget":
             return Admission("budget", available_nano=available)
         return Admission("created", available_nano=available)
+
+    async def _create_replicated(self, names: list[str], args: list[str]) -> tuple[str, Any]:
+        """The admission script, then WAIT on the same connection (WAIT counts the replicas that
+        have this connection's writes)."""
+        wait = self._replica_wait
+        if self._multiplexed is not None:
+            outcome, number = await self._create(keys=names, args=args)
+            acked = await self._multiplexed.execute("WAIT", wait.replicas, wait.timeout_ms)
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self._create_script(keys=names, args=args, client=pipe)
+                pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
+                (outcome, number), acked = await pipe.execute()
+        if outcome == "created" and int(acked) < wait.replicas:
+            logger.warning(
+                "task %s admitted on the primary, but %d of %d replica(s) had it within %d ms",
+                args[0],
+                int(acked),
+                wait.replicas,
+                wait.timeout_ms,
+            )
+        return str(outcome), number
 
     async def get(self, task_id: str) -> TaskRecord | None:
         data = cast("dict[str, str]", await self.redis.hgetall(keys.task(task_id)))

@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 from gateway_helpers import ADMIN_KEY, Gateway, RunningGateway, scripted_engines, serve_in_loop
+from support.openai_server import FaultPlan, build_app, serve_in_thread
+from support.processes import Processes
+from support.scripted_engine import ScriptedEngine
 
 from gateway.app import create_app
 from service.engines import EngineSet
@@ -71,3 +74,21 @@ def make_server(store: Store, make_settings: Callable[..., Settings]) -> Callabl
             yield url, app
 
     return make
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Processes a test starts (gateway, runner, worker); the survivors are killed after it."""
+    started = Processes(tmp_path)
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def remote() -> Iterator[tuple[str, ScriptedEngine]]:
+    """A real OpenAI-compatible server on 127.0.0.1 over the scripted remote; its engine records
+    every call it answered."""
+    engine = scripted_engines(hang_on=None).remote
+    assert isinstance(engine, ScriptedEngine)
+    with serve_in_thread(build_app(engine, FaultPlan())) as url:
+        yield f"{url}/v1", engine

@@ -46,13 +46,14 @@ async def test_local_calls_run_on_queue_workers_of_the_pool(
     make_gateway: Callable[..., Any], store: Store
 ) -> None:
     engines = scripted_engines(hang_on=None)
-    async with make_gateway(engines=engines, local_pool="gw-test") as gw:
+    async with make_gateway(engines=engines, local_pool="gw-test", pool_wait_s=0.5) as gw:
         key = await gw.new_key()
-        # No live worker: the task fails fast, with a clear error.
+        # No live worker: the task waits MGW_POOL_WAIT_S for one, then fails with a clear error.
         lonely = (await gw.client.post("/v1/tasks", json=BODY, headers=auth(key))).json()["id"]
         failed = await gw.wait_for(lonely, key)
         assert failed["status"] == "failed"
-        assert "no live worker serves local-model pool 'gw-test'" in failed["error"]["message"]
+        message = failed["error"]["message"]
+        assert "no live worker serves local-model pool 'gw-test' (waited 0.5 s" in message
 
         worker = Worker(store.redis, engines.local, pool="gw-test", batch=8, timing=TEST_TIMING)
         running = asyncio.create_task(worker.run())
@@ -86,6 +87,37 @@ async def test_local_calls_run_on_queue_workers_of_the_pool(
             assert pool["queued"] == 0 and pool["dead_lettered"] == 0
             forbidden = await gw.client.get("/v1/admin/workers", headers=auth(key))
             assert forbidden.status_code == 403
+        finally:
+            worker.stop()
+            await asyncio.wait_for(running, timeout=10)
+
+
+async def test_a_task_submitted_before_any_worker_waits_for_one(
+    make_gateway: Callable[..., Any], store: Store
+) -> None:
+    engines = scripted_engines(hang_on=None)
+    async with make_gateway(engines=engines, local_pool="gw-late", pool_wait_s=30) as gw:
+        key = await gw.new_key()
+        not_ready = await gw.client.get("/ready")
+        assert not_ready.status_code == 503
+        assert not_ready.json()["pools"] == {"gw-late": 0}
+        ids = [
+            (await gw.client.post("/v1/tasks", json=BODY, headers=auth(key))).json()["id"]
+            for _ in range(3)
+        ]
+        await asyncio.sleep(1.5)  # the runner holds them, waiting for the pool
+        for task_id in ids:
+            assert (await store.tasks.get(task_id)).status in ("queued", "running")  # type: ignore[union-attr]
+        worker = Worker(store.redis, engines.local, pool="gw-late", batch=8, timing=TEST_TIMING)
+        running = asyncio.create_task(worker.run())
+        try:
+            await wait_for_workers(store.redis, [worker.name], "gw-late")
+            ready = await gw.client.get("/ready")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["pools"] == {"gw-late": 1}
+            for task_id in ids:
+                task = await gw.wait_for(task_id, key, limit_s=20)
+                assert task["status"] == "succeeded", task
         finally:
             worker.stop()
             await asyncio.wait_for(running, timeout=10)

@@ -9,18 +9,19 @@ import dataclasses
 import json
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from gateway_helpers import ADMIN_KEY, CODE_DOC, auth, scripted_engines
-from support.openai_server import FaultPlan, build_app, serve_in_thread
+from gateway_helpers import ADMIN_KEY, CODE_DOC, auth
+from support.paths import MODEL_CACHE_DIR
 from support.processes import Process, Processes, free_port, process_env
 from support.redis_queue import TEST_TIMING, wait_for_workers, wait_until
 from support.scripted_engine import CRASH_EXIT_CODE, ScriptedEngine
 
+from engines.bundled_model import BUNDLED_MODEL, ensure_bundled_model
 from service import keys
 from service.store import Store
 from service.store.api_keys import key_id_of
@@ -35,23 +36,6 @@ MINIONS = {
     "documents": [{"text": CODE_DOC}],
     "options": {"chunking": "pages", "max_cost_usd": 0.5},
 }
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    started = Processes(tmp_path)
-    yield started
-    started.close()
-
-
-@pytest.fixture
-def remote() -> Iterator[tuple[str, ScriptedEngine]]:
-    """A real OpenAI-compatible server on 127.0.0.1 over the scripted remote; its engine records
-    every call it answered."""
-    engine = scripted_engines(hang_on=None).remote
-    assert isinstance(engine, ScriptedEngine)
-    with serve_in_thread(build_app(engine, FaultPlan())) as url:
-        yield f"{url}/v1", engine
 
 
 def gateway_env(redis_url: str, remote_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -99,6 +83,12 @@ async def holder_of(store: Store, task_id: str) -> str | None:
 def pid_of(consumer: str) -> int:
     # Runner names are ``runner-<host>-<pid>-<random>``.
     return int(consumer.rsplit("-", 2)[1])
+
+
+def proc_view(pid: int) -> tuple[str, str]:
+    """A process's memory maps and its children's pids (Linux /proc)."""
+    proc = Path("/proc") / str(pid)
+    return (proc / "maps").read_text(), (proc / "task" / str(pid) / "children").read_text().strip()
 
 
 async def final(store: Store, task_id: str, timeout_s: float = 90.0) -> Any:
@@ -185,7 +175,11 @@ async def test_the_runner_command_returns_its_task_to_the_queue_on_sigterm(
     first = processes.cli("runner-1", "runner", "--concurrency", "2", env=env)
     # An HTTP-only gateway (no runner of its own) takes the task; only the runner runs it.
     async with make_gateway(runner_enabled=False, local_pool=POOL) as gw:
-        assert (await gw.client.get("/ready")).status_code == 200
+        # Ready once the worker process registered in the pool (/ready counts live workers).
+        async def ready() -> bool:
+            return (await gw.client.get("/ready")).status_code == 200
+
+        await wait_until(ready, 30, "/ready once the pool has a live worker")
         key = await gw.new_key()
         response = await gw.client.post("/v1/tasks", json=MINIONS, headers=auth(key))
         task_id = response.json()["id"]
@@ -408,3 +402,59 @@ async def test_a_stalled_runner_whose_task_was_taken_over_settles_nothing(
         assert usage[key_id_of(key)]["tasks"] == 1
         for runner in runners:
             assert runner.stop() == 0, runner.output()
+
+
+async def test_tasks_submitted_before_the_pool_has_a_worker_wait_and_succeed(
+    processes: Processes,
+    remote: tuple[str, ScriptedEngine],
+    redis_url: str,
+    store: Store,
+    tmp_path: Path,
+) -> None:
+    """The starting order of `docker compose up`: the gateway is up while the workers still load
+    their model. Tasks submitted then wait in the queue (MGW_POOL_WAIT_S) instead of failing,
+    and /ready says the pool has no live worker until one registers."""
+    remote_url, _ = remote
+    # The in-process kind with a pool: the gateway loads only the model's tokenizer (from the
+    # converted copy the tests share), never its weights.
+    data_dir = tmp_path / "data"
+    (data_dir / "models").mkdir(parents=True)
+    (data_dir / "models" / BUNDLED_MODEL).symlink_to(ensure_bundled_model(MODEL_CACHE_DIR))
+    env = gateway_env(redis_url, remote_url, data_dir, MGW_POOL_WAIT_S="120")
+    env |= {"MGW_LOCAL_ENGINE": "vllm", "MGW_RUNNER_CONCURRENCY": "2"}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    gateway = processes.cli("gateway", "serve", "--port", str(port), env=env)
+
+    def probe(path: str) -> httpx.Response | None:
+        try:
+            return httpx.get(f"{url}{path}", timeout=2)
+        except httpx.HTTPError:
+            return None
+
+    await asyncio.to_thread(gateway.wait_for, lambda: probe("/health") is not None, "/health")
+    not_ready = probe("/ready")
+    assert not_ready is not None and not_ready.status_code == 503, gateway.output()
+    assert not_ready.json()["pools"] == {POOL: 0}
+    ids = [await submit(url, MINIONS) for _ in range(4)]
+    await asyncio.sleep(2.0)  # longer than the old fail-fast took
+    for task_id in ids:
+        record = await store.tasks.get(task_id)
+        assert record is not None and record.status in ("queued", "running"), record
+
+    start_worker(processes, redis_url, delay_s=0.2)
+
+    async def ready() -> bool:
+        response = await asyncio.to_thread(probe, "/ready")
+        return response is not None and response.status_code == 200
+
+    await wait_until(ready, 60, "/ready once the worker registered")
+    assert (await asyncio.to_thread(probe, "/ready")).json()["pools"] == {POOL: 1}  # type: ignore[union-attr]
+    for task_id in ids:
+        record = await final(store, task_id)
+        assert record.status == "succeeded", record.error
+        assert record.result["answer"] == "4817"
+    # No model in the gateway: vLLM's native code never mapped, no engine-core child process.
+    maps, children = proc_view(gateway.pid)
+    assert "/vllm/" not in maps
+    assert children == ""

@@ -18,7 +18,7 @@ from gateway_helpers import ADMIN_KEY, auth
 from support.processes import Processes, free_port, process_env
 
 from service.store.connection import URL_FILE
-from service.store.embedded import RECORD_FILE, _is_our_server
+from service.store.embedded import RECORD_FILE, _is_our_server, stop_orphan
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -30,7 +30,9 @@ ENGINES = {"MGW_LOCAL_ENGINE": "openai", "MGW_LOCAL_BASE_URL": "http://127.0.0.1
 def processes(tmp_path: Path) -> Iterator[Processes]:
     started = Processes(tmp_path)
     yield started
-    started.close()
+    started.close()  # SIGKILL: a serve still running leaves its redis-server behind ...
+    if (tmp_path / "data" / "redis").exists():
+        stop_orphan(tmp_path / "data" / "redis")  # ... which is stopped here, as a serve would
 
 
 def serve_env(data_dir: Path) -> dict[str, str]:

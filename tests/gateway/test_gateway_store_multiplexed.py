@@ -17,7 +17,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.store.connection import client_for
+from service.store import Store
+from service.store.connection import BlockingSentinelConnectionPool, client_for
 from service.store.multiplexed import MultiplexedConnection, register_script
 
 PREFIX = "mgw:test:multiplexed"
@@ -166,3 +167,16 @@ def test_it_runs_under_uvloop(redis_url: str) -> None:
     thread.start()
     thread.join(30)
     assert outcome == [[str(n) for n in range(50)]]
+
+
+async def test_a_client_of_sentinel_s_primary_gets_no_multiplexed_connection() -> None:
+    # Its server moves on a failover: a fixed-address connection would talk to a default host
+    # (found once writing admissions to 127.0.0.1:6379 db 0 instead of the primary).
+    client = client_for("redis:///3", sentinels=[("127.0.0.1", 1)], sentinel_master="m")
+    try:
+        assert isinstance(client.connection_pool, BlockingSentinelConnectionPool)
+        assert client.connection_pool.connection_kwargs["db"] == 3
+        assert MultiplexedConnection.for_client(client) is None
+        assert Store(client).multiplexed is None
+    finally:
+        await client.aclose()

@@ -1,6 +1,7 @@
 """Test-only launcher: a queue ``Worker`` around the scripted engine, as its own process.
 
     python -m support.queue_worker --redis-url URL --name NAME [--pool P] [--batch N]
+        [--sentinels HOST:PORT,... --master NAME]
         [--delay SECONDS] [--fail-on TEXT] [--crash-on TEXT] [--timing JSON]
         [--studies --data-dir DIR [--extra-studies JSON] [--study-timing JSON]]
 
@@ -24,6 +25,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from analysis.studies import study_registry
+from service.settings import parse_sentinels
+from service.store.connection import client_for
 from support.scripted_engine import SlowScriptedEngine
 from workers.queue.jobs import QueueTiming
 from workers.studies.consumer import StudyConsumer, StudyTiming
@@ -32,7 +35,12 @@ from workers.worker import Sidecar, Worker, run_until_signalled
 
 async def main(args: argparse.Namespace) -> None:
     engine = SlowScriptedEngine(args.delay, args.crash_on, fail_on=args.fail_on)
-    redis = aioredis.Redis.from_url(args.redis_url, decode_responses=True)
+    if args.sentinels:
+        redis = client_for(
+            args.redis_url, sentinels=parse_sentinels(args.sentinels), sentinel_master=args.master
+        )
+    else:
+        redis = aioredis.Redis.from_url(args.redis_url, decode_responses=True)
     timing = QueueTiming(**json.loads(args.timing))
     worker = Worker(
         redis, engine, pool=args.pool, batch=args.batch, consumer_name=args.name, timing=timing
@@ -59,6 +67,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--name", required=True)
+    parser.add_argument("--sentinels", default=None, help="host:port,... of Redis Sentinels")
+    parser.add_argument("--master", default="mymaster", help="the Sentinels' primary name")
     parser.add_argument("--pool", default="default")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--delay", type=float, default=0.0)

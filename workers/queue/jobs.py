@@ -61,6 +61,9 @@ class QueueTiming:
     poll_s: float = 1.0
     result_ttl_s: int = 24 * 3600
     no_worker_grace_s: float = 30.0
+    # How long a call waits for its pool's first live worker (workers still loading a model)
+    # before it fails with NoLiveWorkerError; 0: at once.
+    pool_wait_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("startup_s", "seconds_per_token", "heartbeat_ttl_s", "reclaim_interval_s"):
@@ -68,6 +71,8 @@ class QueueTiming:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.poll_s <= 0 or self.result_ttl_s <= 0 or self.no_worker_grace_s < 0:
             raise ValueError("poll_s and result_ttl_s must be > 0, no_worker_grace_s >= 0")
+        if self.pool_wait_s < 0:
+            raise ValueError(f"pool_wait_s: must be >= 0, got {self.pool_wait_s}")
         if self.max_deliveries < 1:
             raise ValueError(f"max_deliveries: must be >= 1, got {self.max_deliveries}")
 

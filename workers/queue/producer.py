@@ -54,9 +54,10 @@ REPLY_TTL_MS = 15 * 60 * 1000  # renewed while the call waits; a crashed caller'
 REPLY_RENEW_S = 60.0
 
 
-def no_worker_message(pool: str) -> str:
+def no_worker_message(pool: str, waited_s: float = 0.0) -> str:
+    waited = f" (waited {waited_s:g} s for one)" if waited_s > 0 else ""
     return (
-        f"no live worker serves local-model pool {pool!r}: start one with "
+        f"no live worker serves local-model pool {pool!r}{waited}: start one with "
         f"`minions-gw worker --pool {pool} --engine vllm --model <model>`"
     )
 
@@ -180,8 +181,9 @@ class QueuedEngine(Engine):
         loop = asyncio.get_running_loop()
         if loop.time() - self._worker_seen_at < self.timing.poll_s:
             return
-        if not await registry.live_workers(self._redis, self.pool):
-            raise NoLiveWorkerError(no_worker_message(self.pool))
+        wait_s, poll_s = self.timing.pool_wait_s, self.timing.poll_s
+        if not await registry.wait_for_live_worker(self._redis, self.pool, wait_s, poll_s):
+            raise NoLiveWorkerError(no_worker_message(self.pool, wait_s))
         self._worker_seen_at = loop.time()
 
     async def _wait_for_room(self, count: int, queued: int) -> None:

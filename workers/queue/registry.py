@@ -7,6 +7,7 @@ clocks of different machines never need to agree.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -21,6 +22,7 @@ from redis.exceptions import ResponseError
 
 from engines.base import Engine
 from workers import keys
+from workers.streams import REDIS_DOWN
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,31 @@ async def live_workers(redis: aioredis.Redis, pool: str) -> dict[str, dict[str, 
     if dead:
         await redis.srem(keys.pool_workers(pool), *dead)
     return {name: info for name, info in zip(names, infos, strict=True) if info}
+
+
+async def wait_for_live_worker(
+    redis: aioredis.Redis, pool: str, wait_s: float, poll_s: float = 1.0
+) -> bool:
+    """Whether ``pool`` has a live worker, waiting up to ``wait_s`` for one to register (a
+    worker loading its model registers only once it can serve). Redis being unreachable for a
+    moment (a restart, a Sentinel failover) counts as no worker yet, until the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    announced = False
+    while True:
+        try:
+            if await live_workers(redis, pool):
+                return True
+        except REDIS_DOWN as exc:
+            if loop.time() >= deadline:
+                raise
+            logger.warning("pool %r: Redis unreachable while waiting for a worker (%s)", pool, exc)
+        if loop.time() >= deadline:
+            return False
+        if not announced:
+            logger.info("pool %r has no live worker yet; waiting up to %.0f s", pool, wait_s)
+            announced = True
+        await asyncio.sleep(min(poll_s, max(0.0, deadline - loop.time())))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from protocols.privacy import detector as detector_module
 from protocols.privacy.config import PrivacyConfig
 from protocols.privacy.detector import Detector
 from protocols.privacy.pseudonymizer import Pseudonymizer
@@ -121,3 +124,24 @@ def test_names_places_and_organizations_need_the_ner_model(ner_detector: Detecto
     # The same person later, in other case: the same placeholder.
     assert "<PERSON_1>" in pseudo.pseudonymize("Ask MARIA GONZALEZ about it.")
     assert pseudo.report().ner_model == ner_detector.ner_model
+
+
+def test_long_texts_are_analysed_in_segments_with_offsets_kept(
+    pattern_detector: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(detector_module, "SEGMENT_CHARS", 400)
+    filler = "The committee met and agreed to return to it later. " * 6
+    text = "".join(f"{filler}\nCall (415) 555-01{n:02d} now.\n" for n in range(12))
+    assert len(text) > 10 * 400
+    private = Pseudonymizer(pattern_detector).pseudonymize(text)
+    assert "555-01" not in private
+    assert [f"<PHONE_{n}>" in private for n in range(1, 13)] == [True] * 12
+
+
+def test_values_learned_from_a_document_are_replaced_where_the_detector_misses_them(
+    pattern_detector: Detector,
+) -> None:
+    pseudo = Pseudonymizer(pattern_detector)
+    pseudo.learn("Customer record 1. Name: Derek Weeks. Plan: Gold.")
+    # Patterns alone do not see an unlabelled name; the learned value is replaced all the same.
+    assert pseudo.pseudonymize("Which plan is Derek Weeks on?") == "Which plan is <PERSON_1> on?"
