@@ -250,7 +250,8 @@ def report(
     lines += [
         "",
         "Privacy mode's added time per remote call, in the runs above (detect, replace, "
-        "restore; cached texts are not analysed twice):",
+        "restore; cached texts are not analysed twice; the documents' analysis, once per task, "
+        "is not in it):",
         "",
         "| protocol | remote calls | ms per remote call |",
         "| --- | ---: | ---: |",
