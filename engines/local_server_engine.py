@@ -121,7 +121,10 @@ class LocalServerEngine(Engine):
             )
         if not model:
             raise EngineConfigError("local_model", "a model name is required")
-        for name, value in (("local_stall_timeout_s", stall_timeout_s), ("deadline", deadline_s)):
+        for name, value in (
+            ("local_stall_timeout_s", stall_timeout_s),
+            ("local_deadline_s", deadline_s),
+        ):
             if value <= 0:
                 raise EngineConfigError(name, f"must be positive, got {value}")
         self.base_url = base_url

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from service.errors import NotFound
 from service.store import Store
 from service.store.api_keys import NANO
 from service.store.summary import Bucket, Counters, percentile
@@ -61,6 +62,20 @@ def _row(start: int, counters: Counters) -> dict[str, Any]:
 class SummaryService:
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    async def publish_bench_run(self, report: dict[str, Any]) -> dict[str, Any]:
+        """Store a ``minions-gw bench`` report; its record (id, created_at)."""
+        return await self.store.bench_runs.add(report)
+
+    async def bench_runs(self, limit: int) -> list[dict[str, Any]]:
+        return await self.store.bench_runs.recent(limit)
+
+    async def bench_run(self, run_id: str) -> dict[str, Any]:
+        """A published report with its per-question outcomes; NotFound when there is none."""
+        run = await self.store.bench_runs.get(run_id)
+        if run is None:
+            raise NotFound(f"no bench run {run_id!r}", param="run_id")
+        return run
 
     async def overview(self, bucket: Bucket) -> dict[str, Any]:
         series, totals = await self.store.summary.buckets(bucket)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from engines.prices import PriceTable
@@ -24,6 +25,7 @@ from service.schemas import TaskCreate, TaskList, TaskView
 from service.settings import Settings
 from service.store import TERMINAL, ApiKey, Store, TaskRecord, new_task_id
 from service.store.api_keys import NANO, to_nano
+from service.store.events import Event as TaskEvent
 from service.store.summary import Settled
 
 
@@ -119,7 +121,7 @@ class TaskService:
             digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
             fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()[:32]
             existing = await self.store.tasks.claim_idempotency(
-                key.id, digest, f"{task_id}|{fingerprint}", self.settings.idempotency_ttl_s
+                key.id, digest, f"{task_id}|{fingerprint}", self.settings.task_ttl_s
             )
             if existing is not None:
                 return await self._replay(key, existing, fingerprint), False
@@ -194,6 +196,21 @@ class TaskService:
         if record is None or (record.key_id != key.id and not key.admin):
             raise NotFound(f"no task {task_id!r}", param="task_id")
         return record
+
+    async def events(self, key: ApiKey, task_id: str, after: str) -> AsyncIterator[TaskEvent]:
+        """The task's events after ``after`` (a stream id; "0": all), then live ones, until the
+        task ends. NotFound (raised at once) for a task the key may not see."""
+        await self.get(key, task_id)
+        return self._follow(task_id, after)
+
+    async def _follow(self, task_id: str, after: str) -> AsyncIterator[TaskEvent]:
+        async for event in self.store.events.follow(task_id, after):
+            if event is None:  # a quiet while: stop once the task has ended
+                record = await self.store.tasks.get(task_id)
+                if record is None or record.status in TERMINAL:
+                    return
+                continue
+            yield event
 
     async def find(
         self,

@@ -13,7 +13,6 @@ from analysis.evaluate import BenchReport
 from gateway.auth import AdminKey
 from gateway.deps import ServicesDep
 from protocols.result import ProtocolName
-from service.errors import NotFound
 from service.schemas import ErrorEnvelope, TaskStatus
 from service.store import TaskRecord
 from service.summary import bench_run_view
@@ -111,7 +110,7 @@ async def publish_bench_run(
     body: BenchReport, _: AdminKey, services: ServicesDep
 ) -> BenchRunCreated:
     """Store a ``minions-gw bench`` report (``bench --publish`` sends it here)."""
-    record = await services.store.bench_runs.add(body.model_dump(mode="json"))
+    record = await services.summary.publish_bench_run(body.model_dump(mode="json"))
     return BenchRunCreated(id=record["id"], created_at=record["created_at"])
 
 
@@ -119,17 +118,14 @@ async def publish_bench_run(
 async def list_bench_runs(
     _: AdminKey, services: ServicesDep, limit: Annotated[int, Query(ge=1, le=100)] = 20
 ) -> BenchRunList:
-    runs = await services.store.bench_runs.recent(limit)
+    runs = await services.summary.bench_runs(limit)
     return BenchRunList(data=[bench_run_view(run) for run in runs])
 
 
 @router.get("/bench-runs/{run_id}", response_model=dict[str, Any], responses=ERRORS)
 async def get_bench_run(run_id: str, _: AdminKey, services: ServicesDep) -> dict[str, Any]:
     """A published report with its per-question outcomes."""
-    run = await services.store.bench_runs.get(run_id)
-    if run is None:
-        raise NotFound(f"no bench run {run_id!r}", param="run_id")
-    return run
+    return await services.summary.bench_run(run_id)
 
 
 @router.get("/tasks", response_model=TaskRows, responses=ERRORS)

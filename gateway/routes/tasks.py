@@ -24,7 +24,6 @@ from service.schemas import (
     TaskStatus,
     TaskView,
 )
-from service.store import TERMINAL
 from service.tasks import view
 
 logger = logging.getLogger(__name__)
@@ -132,17 +131,12 @@ async def task_events(
 ) -> EventSourceResponse:
     """Server-Sent Events: the events so far, then live ones, until ``final``, ``error`` or
     ``cancelled``. Reconnect with ``Last-Event-ID`` to resume."""
-    await services.tasks.get(key, task_id)  # 404 for a task the key may not see
     after = last_event_id if last_event_id and _valid_stream_id(last_event_id) else "0"
+    events = await services.tasks.events(key, task_id, after)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         try:
-            async for event in services.store.events.follow(task_id, after):
-                if event is None:
-                    record = await services.store.tasks.get(task_id)
-                    if record is None or record.status in TERMINAL:
-                        return
-                    continue
+            async for event in events:
                 yield ServerSentEvent(data=json.dumps(event.data), event=event.type, id=event.id)
         except RedisError:
             logger.warning("event stream of %s interrupted: the store is unreachable", task_id)

@@ -55,7 +55,7 @@ async def main(args: argparse.Namespace) -> None:
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--slow-s", type=float, default=1.5)
+    parser.add_argument("--slow-s", type=float, default=3.0)
     return parser.parse_args(argv)
 
 
