@@ -17,6 +17,12 @@ remote call, with the spaCy pipeline and with patterns only, without any model i
 
 Engines come from the environment like the CLI (``MGW_*``); without a remote configured the local
 model stands in for the remote, and the report says so.
+
+``--detector-only`` runs no model: for each row it pseudonymizes what a ``remote_only`` run sends
+(the question and the whole document, one request: no model output in it), as the run would (a
+fresh task that learned its documents first), and reports the leak rate by entity type and the
+milliseconds per request, with the spaCy pipeline and with patterns only. It is the worst case
+for exposure (every planted value is in the text) and is independent of the models.
 """
 
 from __future__ import annotations
@@ -53,8 +59,6 @@ from service.settings import Settings
 
 logger = logging.getLogger("benchmarks.privacy_leak")
 
-SECTION_START = "<!-- privacy_leak:start -->"
-SECTION_END = "<!-- privacy_leak:end -->"
 MODES: tuple[PrivacyMode, ...] = ("off", "pseudonymize")
 
 
@@ -169,6 +173,50 @@ def detector_cost(texts: list[str], ner: bool, repeats: int = 3) -> dict[str, An
     }
 
 
+def detector_only(rows: list[DatasetRow], base: Path) -> str:
+    lines = [
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()}, {platform.system()} "
+        f"({_cpus()} CPUs, load average {os.getloadavg()[0]:.1f}), Python "
+        f"{platform.python_version()}; `--detector-only`: {len(rows)} rows of `minions-gw bench "
+        "make-private`, each the one request a remote_only run sends (question + whole file).",
+        "",
+    ]
+    for ner in (True, False):
+        detector = shared_detector(PrivacyConfig() if ner else PrivacyConfig(ner_model="none"))
+        planted_count: Counter[str] = Counter()
+        leaked_count: Counter[str] = Counter()
+        per_request: list[float] = []
+        for row in rows:
+            task = row_to_task(row, base)
+            text = task.question + "\n\n" + "\n\n".join(d.text for d in task.documents)
+            pseudonymizer = Pseudonymizer(detector)
+            started = time.perf_counter()
+            for document in task.documents:
+                pseudonymizer.learn(document.text)
+            crossed = pseudonymizer.pseudonymize(text)
+            per_request.append((time.perf_counter() - started) * 1000)
+            planted = planted_of(row)
+            leaked = {leak.planted.value for leak in find_leaks(crossed, planted)}
+            for item in planted:
+                planted_count[item.entity] += 1
+                leaked_count[item.entity] += item.value in leaked
+        types = sorted(planted_count)
+        name = f"spaCy `{detector.ner_model}` + patterns" if ner else "patterns only"
+        if ner:
+            lines += [
+                "| detector | " + " | ".join(types) + " | median ms per request | chars |",
+                "| --- | " + " | ".join("---:" for _ in types) + " | ---: | ---: |",
+            ]
+        rates = [f"{leaked_count[t]}/{planted_count[t]}" for t in types]
+        chars = statistics.median(len(row_to_task(r, base).documents[0].text) for r in rows)
+        lines.append(
+            f"| {name} | "
+            + " | ".join(rates)
+            + f" | {statistics.median(per_request):.0f} | {chars:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def report(
     tallies: dict[tuple[str, str], Tally],
     costs: list[dict[str, Any]],
@@ -202,7 +250,8 @@ def report(
     lines += [
         "",
         "Privacy mode's added time per remote call, in the runs above (detect, replace, "
-        "restore; cached texts are not analysed twice):",
+        "restore; cached texts are not analysed twice; the documents' analysis, once per task, "
+        "is not in it):",
         "",
         "| protocol | remote calls | ms per remote call |",
         "| --- | ---: | ---: |",
@@ -232,12 +281,13 @@ def _cpus() -> int:
     return os.cpu_count() or 0
 
 
-def write_section(path: Path, body: str) -> None:
+def write_section(path: Path, body: str, name: str = "privacy_leak") -> None:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{SECTION_START}\n{body}\n{SECTION_END}"
-    if SECTION_START in text:
-        before, rest = text.split(SECTION_START, 1)
-        text = before + section + rest.split(SECTION_END, 1)[1]
+    section = f"{start}\n{body}\n{end}"
+    if start in text:
+        before, rest = text.split(start, 1)
+        text = before + section + rest.split(end, 1)[1]
     else:
         text = (
             text.rstrip() + "\n\n## Privacy mode: leak rate, accuracy, latency\n\n" + section + "\n"
@@ -251,12 +301,19 @@ def main() -> int:
     parser.add_argument("--protocols", default="minions,minion,remote_only,local_only")
     parser.add_argument("--dataset", type=Path, help="a make-private directory (default: fresh)")
     parser.add_argument("--write", type=Path, help="replace this benchmark's section in the file")
+    parser.add_argument("--detector-only", action="store_true", help="no models (see above)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     directory = args.dataset or Path(tempfile.mkdtemp(prefix="mgw-private-"))
     if args.dataset is None:
         make_private_dataset(directory, docs=args.rows)
     rows = load_dataset(directory / "dataset.jsonl", limit=args.rows)
+    if args.detector_only:
+        body = detector_only(rows, directory)
+        sys.stdout.write(body + "\n")
+        if args.write:
+            write_section(args.write, body, "privacy_leak_detector")
+        return 0
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     tallies, plain, info = asyncio.run(run_all(rows, directory, protocols, Settings()))
     costs = [detector_cost(plain, ner=True), detector_cost(plain, ner=False)]

@@ -22,6 +22,12 @@ from engines.usage import Usage
 T = TypeVar("T")
 
 Role = Literal["system", "user", "assistant"]
+
+# Chat templates wrap each message in role markers and some add a default system prompt (the
+# bundled SmolLM2's is ~20 tokens); these bound both with room to spare, for adapters that cannot
+# apply the template themselves (``Engine.count_prompt_tokens``).
+TEMPLATE_TOKENS_PER_CALL = 32
+TEMPLATE_TOKENS_PER_MESSAGE = 8
 FinishReason = Literal["stop", "length", "abort", "error"]
 
 
@@ -122,6 +128,16 @@ class Engine(ABC):
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes in this engine's tokenizer (an estimate where none is known)."""
 
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """Prompt tokens a request of ``messages`` takes, chat template included: exact where the
+        adapter knows its template, otherwise an upper bound (every message's tokens plus a
+        generous allowance for the role markers and any default system prompt)."""
+        return (
+            sum(self.count_tokens(message.content) for message in messages)
+            + TEMPLATE_TOKENS_PER_CALL
+            + TEMPLATE_TOKENS_PER_MESSAGE * len(messages)
+        )
+
     async def generate_one(self, request: GenerationRequest) -> GenerationResult:
         return (await self.generate([request]))[0]
 
@@ -177,6 +193,9 @@ class WrappedEngine(Engine):
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
+
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return self.inner.count_prompt_tokens(messages)
 
     async def score(self, prefix: str, continuations: Sequence[str]) -> list[float]:
         return await self.inner.score(prefix, continuations)

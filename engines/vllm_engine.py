@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engines.base import (
+    ChatMessage,
     Engine,
     GenerationRequest,
     GenerationResult,
@@ -103,10 +104,15 @@ class VLLMEngine(Engine):
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
 
-    def _chat_ids(self, request: GenerationRequest) -> list[int]:
-        messages = [m.model_dump() for m in request.messages]
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return len(self._chat_ids(messages))
+
+    def _chat_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
         ids = self._tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+            [m.model_dump() for m in messages],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=False,
         )
         return list(ids)
 
@@ -155,7 +161,7 @@ class VLLMEngine(Engine):
         return final
 
     async def _generate_one(self, request: GenerationRequest) -> GenerationResult:
-        prompt_ids = self._chat_ids(request)
+        prompt_ids = self._chat_ids(request.messages)
         output = await self._run(prompt_ids, self._sampling_params(request, len(prompt_ids)))
         completion = output.outputs[0]
         cached = int(getattr(output, "num_cached_tokens", 0) or 0)

@@ -4,6 +4,11 @@ A protocol never calls ``engine.generate`` itself: it calls ``Recorder.generate`
 call, records each result's usage (one record per remote request, one per local batch), prices the
 remote side, and emits the ``remote_call`` event. Totals in the Result are sums of these records,
 so "sum of per-call usage equals the reported total" holds by construction and is tested.
+
+It is also where the task's remote budget is enforced (``protocols.cost_guard``: a remote call
+that does not fit is never sent) and where a greedy request is never sent twice: temperature 0
+gives the same reply to the same request, so a repeat (a duplicate job, a sample at temperature
+0) is answered from the first reply and costs nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from engines.base import Engine, GenerationRequest, GenerationResult
 from engines.errors import EngineError
 from engines.prices import PriceTable
 from engines.usage import Usage
+from protocols.cost_guard import CostGuard
 from protocols.result import CallRecord, TokenCounts
 
 logger = logging.getLogger(__name__)
@@ -43,14 +49,79 @@ class Events:
 
 
 class Recorder:
-    def __init__(self, local: Engine, remote: Engine, prices: PriceTable, events: Events) -> None:
+    def __init__(
+        self,
+        local: Engine,
+        remote: Engine,
+        prices: PriceTable,
+        events: Events,
+        guard: CostGuard | None = None,
+    ) -> None:
         self.engines: dict[Side, Engine] = {"local": local, "remote": remote}
         self.prices = prices
         self.events = events
+        self.guard = guard or CostGuard(0, None)
         self.calls: list[CallRecord] = []
+        self._greedy: dict[tuple[Side, str], GenerationResult] = {}
+
+    def remote_prompt_tokens(self, request: GenerationRequest) -> int:
+        """What the guard counts for ``request`` on the remote (exact or an upper bound)."""
+        return self.engines["remote"].count_prompt_tokens(request.messages)
+
+    def affords(self, side: Side, request: GenerationRequest, reserve: int = 0) -> bool:
+        """Whether the remote budget pays for ``request`` and still keeps ``reserve`` tokens."""
+        if side == "local":
+            return True
+        return self.guard.affords(self.remote_prompt_tokens(request) + reserve)
 
     async def generate(
         self, side: Side, purpose: str, requests: Sequence[GenerationRequest], *, round: int
+    ) -> list[GenerationResult]:
+        async def send(sent: list[GenerationRequest]) -> list[GenerationResult]:
+            if side == "remote":
+                self.guard.admit(sum(self.remote_prompt_tokens(r) for r in sent), purpose)
+            return await self._send(side, purpose, sent, round)
+
+        return await self._once(side, requests, send)
+
+    async def _once(
+        self,
+        side: Side,
+        requests: Sequence[GenerationRequest],
+        send: Callable[[list[GenerationRequest]], Awaitable[list[T]]],
+    ) -> list[T | GenerationResult]:
+        """``send`` for the requests not answered before: a greedy request already answered
+        (in this task, or earlier in this batch) gets that answer again, without a call."""
+        keys = [_greedy_key(side, request) for request in requests]
+        sent: list[GenerationRequest] = []
+        slots: list[int] = []  # each request's index in ``sent``, or -1: answered before
+        pending: dict[tuple[Side, str], int] = {}
+        for key, request in zip(keys, requests, strict=True):
+            if key is not None and key in self._greedy:
+                slots.append(-1)
+            elif key is not None and key in pending:
+                slots.append(pending[key])
+            else:
+                if key is not None:
+                    pending[key] = len(sent)
+                slots.append(len(sent))
+                sent.append(request)
+        outcomes = await send(sent) if sent else []
+        for key, index in pending.items():
+            outcome = outcomes[index]
+            # Never keep a failure: a failed request may be sent again.
+            if isinstance(outcome, GenerationResult) and outcome.finish_reason in (
+                "stop",
+                "length",
+            ):
+                self._greedy[key] = outcome
+        answered: list[T | GenerationResult] = []
+        for key, index in zip(keys, slots, strict=True):
+            answered.append(outcomes[index] if index >= 0 else self._greedy[key])  # type: ignore[index]
+        return answered
+
+    async def _send(
+        self, side: Side, purpose: str, requests: Sequence[GenerationRequest], round: int
     ) -> list[GenerationResult]:
         engine = self.engines[side]
         results, seconds = await _timed(side, engine.generate(requests), len(requests))
@@ -61,6 +132,7 @@ class Recorder:
             # as the model asked for: the name in a reply is the provider's word, and a renamed
             # deployment must not make a call free (it is recorded beside the price's model).
             for result in results:
+                self.guard.charge(result.usage.prompt_tokens)
                 record = self._record(
                     side, purpose, round, engine.model, [result], seconds / len(results)
                 )
@@ -75,11 +147,17 @@ class Recorder:
         """Like ``generate`` for the local side, but a request that fails yields its error in its
         place and fails alone; the batch's record counts it with finish reason ``error``."""
         engine = self.engines[side]
-        outcomes, seconds = await _timed(side, engine.generate_settled(requests), len(requests))
-        results = [outcome for outcome in outcomes if isinstance(outcome, GenerationResult)]
-        failed = len(outcomes) - len(results)
-        self._record(side, purpose, round, engine.model, results, seconds, failed=failed)
-        return outcomes
+
+        async def send(
+            sent: list[GenerationRequest],
+        ) -> list[GenerationResult | EngineError | ValueError]:
+            outcomes, seconds = await _timed(side, engine.generate_settled(sent), len(sent))
+            results = [outcome for outcome in outcomes if isinstance(outcome, GenerationResult)]
+            failed = len(outcomes) - len(results)
+            self._record(side, purpose, round, engine.model, results, seconds, failed=failed)
+            return outcomes
+
+        return await self._once(side, requests, send)
 
     async def generate_one(
         self, side: Side, purpose: str, request: GenerationRequest, *, round: int
@@ -135,3 +213,10 @@ async def _timed(side: Side, call: Awaitable[list[T]], expected: int) -> tuple[l
     if len(answers) != expected:
         raise RuntimeError(f"{side} engine returned {len(answers)} answers for {expected} requests")
     return answers, seconds
+
+
+def _greedy_key(side: Side, request: GenerationRequest) -> tuple[Side, str] | None:
+    """A greedy request's identity (the seed changes nothing at temperature 0), None if sampled."""
+    if request.temperature != 0:
+        return None
+    return side, request.model_dump_json(exclude={"seed"})

@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast, get_args
 from engines.base import Engine, GenerationRequest, GenerationResult
 from engines.errors import EngineError
 from engines.prices import PriceTable
+from protocols import prompts
 from protocols.accounting import Events, EventSink, Recorder
+from protocols.baseline import Baseline, count_baseline
 from protocols.chunking import Chunk, chunk_documents, fit_chunk_tokens
+from protocols.cost_guard import CostGuard
 from protocols.privacy.config import PrivacyConfig
 from protocols.result import (
     CostReport,
@@ -68,12 +71,17 @@ class RunState:
     options: Options
     recorder: Recorder
     events: Events
+    baseline: Baseline
     started: float = field(default_factory=time.perf_counter)
     rounds: list[RoundRecord] = field(default_factory=list)
     compressions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     stats: DocumentStats | None = None
     privacy: Pseudonymizer | None = None
+
+    @property
+    def guard(self) -> CostGuard:
+        return self.recorder.guard
 
     def warn(self, message: str) -> None:
         logger.warning("%s", message)
@@ -90,6 +98,9 @@ class Protocol(ABC):
     tasks with ``await protocol.run(task)``."""
 
     name: ClassVar[ProtocolName]
+    # Whether ``Options.max_remote_fraction`` limits this protocol's remote prompt tokens; the
+    # baselines are what the fraction is of, so they only record their spending.
+    remote_budget: ClassVar[bool] = False
     # Whether the documents themselves go to the remote (remote_only): privacy mode says so.
     sends_documents: ClassVar[bool] = False
     # Whether the local side sends the remote compressions of the documents (what the mutual
@@ -130,14 +141,30 @@ class Protocol(ABC):
         # Privacy mode's one seam: the remote, as every protocol reaches it (through the
         # Recorder), pseudonymizes what goes out and restores what comes back.
         remote = self.remote if privacy is None else _private(self.remote, privacy)
+        # The baseline is counted before any remote call: it sets the remote budget.
+        baseline = await asyncio.to_thread(
+            count_baseline,
+            remote_only_prompt(task),
+            self.remote,
+            self.prices,
+            reply_tokens=options.remote_max_tokens,
+        )
+        guard = CostGuard(
+            baseline.remote_prompt_tokens,
+            options.max_remote_fraction if self.remote_budget else None,
+        )
         state = RunState(
             task=task,
             options=options,
-            recorder=Recorder(self.local, remote, self.prices, Events(events)),
+            recorder=Recorder(self.local, remote, self.prices, Events(events), guard),
             events=Events(events),
+            baseline=baseline,
             privacy=privacy,
         )
         state.stats = DocumentStats(documents=len(task.documents), pages=task.page_count)
+        await state.events.emit(
+            "baseline", {**baseline.model_dump(), "budget_prompt_tokens": guard.budget}
+        )
         error: str | None = None
         try:
             answer = await self._run(state)
@@ -298,8 +325,22 @@ class Protocol(ABC):
             compressions=state.compressions,
             warnings=state.warnings,
             stats=state.stats or DocumentStats(documents=0, pages=0),
+            baseline=state.baseline.with_savings(
+                remote_cost + local_cost, remote_priced and not self.remote_stand_in
+            ),
+            cost_guard=state.guard.record(),
             privacy=state.privacy.report() if state.privacy else None,
         )
+
+
+def remote_only_prompt(task: Task) -> str:
+    """What remote_only sends: the question and every document, in one message."""
+    return prompts.render(
+        "remote_only_answer",
+        question=task.question,
+        metadata=render_metadata(task.metadata, task.documents),
+        documents=render_documents(task.documents),
+    )
 
 
 def run_chunks(

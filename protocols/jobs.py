@@ -15,7 +15,8 @@ from engines.errors import EngineTimeoutError
 from protocols import prompts
 from protocols.base import CHAT_TEMPLATE_MARGIN, chunk_source, neutralize
 from protocols.chunking import Chunk
-from protocols.plans import JobOutput, JobPlan, KeywordSelection, job_output_schema, normalize
+from protocols.findings import Finding
+from protocols.plans import QUOTE_CHARS, JobOutput, JobPlan, KeywordSelection, job_output_schema
 from protocols.result import Crossing, JobCounts, LocalOutput
 from protocols.retrieval import ChunkRetriever
 from protocols.structured import parse_reply
@@ -73,12 +74,14 @@ def build_jobs(
     options: Options,
     local: Engine,
     retriever: Callable[[], ChunkRetriever] | None = None,
+    reply_tokens: int | None = None,
 ) -> JobBatch:
     """The round's jobs and requests. When the plan asks for more than the round's budget
     (``max_jobs_per_round``, ``max_local_tokens_per_round``), each task's chunks are taken most
     relevant first (BM25 against the task's text) and the tasks take turns, so every task keeps
-    its best chunks."""
+    its best chunks. Each job may write ``reply_tokens`` (default: ``job_max_tokens``)."""
     batch = JobBatch()
+    reply_tokens = reply_tokens or options.job_max_tokens
     planned = sum(len(ids) for ids in selected) * options.samples_per_job
     over_budget = planned > options.max_jobs_per_round or options.max_local_tokens_per_round
     if over_budget and retriever is not None:
@@ -98,7 +101,7 @@ def build_jobs(
     interleaved = [job for group in itertools.zip_longest(*per_task) for job in group if job]
     if options.samples_per_job > 1 and options.temperature == 0:
         batch.warnings.append("samples_per_job > 1 at temperature 0 repeats identical samples")
-    schema = job_output_schema(options.job_max_tokens) if local.supports_json_schema else None
+    schema = job_output_schema(reply_tokens) if local.supports_json_schema else None
     budget = local.context_window - options.job_max_tokens - CHAT_TEMPLATE_MARGIN
     frame_tokens: dict[tuple[int, int], int] = {}
     too_long = 0
@@ -125,7 +128,7 @@ def build_jobs(
             considered += 1
             too_long += 1
             continue
-        cost = job_tokens + options.job_max_tokens
+        cost = job_tokens + reply_tokens
         if tokens_left is not None and cost > tokens_left:
             break
         considered += 1
@@ -136,7 +139,7 @@ def build_jobs(
                 job,
                 GenerationRequest.from_prompt(
                     prompts.render("minions_job", chunk=neutralize(chunk.text), **values),
-                    max_tokens=options.job_max_tokens,
+                    max_tokens=reply_tokens,
                     temperature=options.temperature,
                     seed=options.seed + job.sample,
                     json_schema=schema,
@@ -195,32 +198,22 @@ def judge(
 
 
 def findings_lines(
-    plan: JobPlan, outputs: Sequence[LocalOutput], chunks: Sequence[Chunk]
+    plan: JobPlan, findings: Sequence[Finding], chunks: Sequence[Chunk]
 ) -> list[str]:
-    """Kept outputs grouped by task, identical findings merged with the chunks they came from."""
-    lines: list[str] = []
-    for task_index, planned in enumerate(plan.tasks):
-        merged: dict[tuple[str, str], tuple[LocalOutput, list[int]]] = {}
-        for output in outputs:
-            if output.task_index != task_index or output.chunk_id is None:
-                continue
-            key = (normalize(output.answer or ""), normalize(output.citation or ""))
-            if key in merged:
-                if output.chunk_id not in merged[key][1]:
-                    merged[key][1].append(output.chunk_id)
-            else:
-                merged[key] = (output, [output.chunk_id])
-        lines.append(f"Task {task_index + 1}: {_clip(planned.task)}")
-        if not merged:
-            lines.append("- no assistant found anything")
-        for output, chunk_ids in merged.values():
-            if len(chunk_ids) == 1:
-                where = chunk_source(chunks[chunk_ids[0]])
-            else:  # the same finding from several chunks: ids only, the remote knows the layout
-                where = "chunks " + ", ".join(str(chunk_id) for chunk_id in chunk_ids[:10])
-                if len(chunk_ids) > 10:
-                    where += f" and {len(chunk_ids) - 10} more"
-            lines.append(f"- [{where}] " + finding_text(output))
+    """The plan's tasks (one line each), then the findings in the order given, each with its
+    task and where it was found (one chunk: its source; several: their ids)."""
+    lines = [f"Task {index + 1}: {_clip(planned.task)}" for index, planned in enumerate(plan.tasks)]
+    if not findings:
+        lines.append("- no assistant found anything")
+    for finding in findings:
+        chunk_ids = finding.chunk_ids
+        if len(chunk_ids) == 1:
+            where = chunk_source(chunks[chunk_ids[0]])
+        else:  # the same finding from several chunks: ids only, the remote knows the layout
+            where = "chunks " + ", ".join(str(chunk_id) for chunk_id in chunk_ids[:10])
+            if len(chunk_ids) > 10:
+                where += f" and {len(chunk_ids) - 10} more"
+        lines.append(f"- [task {finding.task_index + 1}; {where}] " + finding_text(finding.output))
     return lines
 
 
@@ -248,30 +241,31 @@ def finding_text(output: LocalOutput) -> str:
     text the local model wrote, which the mutual-information estimate scores."""
     parts = [f"answer: {_clip(output.answer or '')}"]
     if output.citation:
-        parts.append(f'citation: "{_clip(output.citation)}"')
+        parts.append(f'quote: "{_clip(output.citation, QUOTE_CHARS)}"')
     if output.explanation:
         parts.append(f"explanation: {_clip(output.explanation)}")
     return " | ".join(parts)
 
 
 def fit_lines(
-    lines: list[str], budget_tokens: int, count_tokens: Callable[[str], int]
+    lines: list[str], budget_tokens: int, count_tokens: Callable[[str], int], keep: int = 0
 ) -> tuple[str, int]:
-    """As many lines as fit ``budget_tokens``, and how many were left out."""
+    """The first ``keep`` lines, then as many more as fit ``budget_tokens`` in all, and how many
+    were left out."""
     kept: list[str] = []
     used = 0
-    for line in lines:
+    for index, line in enumerate(lines):
         tokens = count_tokens(line) + 1
-        if used + tokens > budget_tokens:
+        if index >= keep and used + tokens > budget_tokens:
             break
         kept.append(line)
         used += tokens
     left_out = len(lines) - len(kept)
     if left_out:
-        kept.append(f"({left_out} more findings left out to fit the context)")
+        kept.append(f"({left_out} more findings left out to fit the budget)")
     return "\n".join(kept), left_out
 
 
-def _clip(text: str) -> str:
+def _clip(text: str, limit: int = _FIELD_CHARS) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= _FIELD_CHARS else text[: _FIELD_CHARS - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

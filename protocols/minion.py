@@ -4,7 +4,9 @@ one JSON call to answer or to ask again; the last round only accepts an answer."
 
 from __future__ import annotations
 
-from engines.base import ChatMessage, GenerationRequest
+import json
+
+from engines.base import ChatMessage, Engine, GenerationRequest, Role
 from protocols import prompts
 from protocols.base import (
     CHAT_TEMPLATE_MARGIN,
@@ -18,6 +20,7 @@ from protocols.base import (
     summarize_errors,
 )
 from protocols.chunking import Chunk
+from protocols.fallback import answer_without_rounds
 from protocols.plans import ChatDecision, FinalChatDecision, is_empty_answer
 from protocols.result import Crossing, LocalOutput, RemoteMessage, RoundRecord
 from protocols.structured import ask_json, salvage_answer
@@ -28,8 +31,26 @@ MESSAGE_TOKENS = 512
 NOTHING_FOUND = "NONE: nothing in the documents answers this."
 
 
+# The remote's opening message is a question for the colleague: short, and re-sent every round.
+OPENING_TOKENS = 256
+# A request_more decision stays in the conversation (re-sent every later round) with its message
+# clipped to this many remote tokens.
+DECISION_MESSAGE_TOKENS = 128
+# The shortest local reply worth a round.
+MIN_REPLY_TOKENS = 32
+
+
 class Minion(Protocol):
+    """The remote opens with a question; each round the local model replies and the remote
+    decides (one JSON call over the whole conversation so far).
+
+    The remote budget sizes the rounds: the local reply (what each decision re-reads) is bounded
+    so that ``max_rounds`` rounds fit; a round's decision is the last when the budget could not
+    pay for another; when not even one round fits, it answers without rounds.
+    """
+
     name = "minion"
+    remote_budget = True
     sends_compressions = True
 
     @classmethod
@@ -38,7 +59,7 @@ class Minion(Protocol):
         return 1 + options.max_rounds * (1 + options.json_retries)
 
     async def _run(self, state: RunState) -> str:
-        options = state.options
+        options, guard = state.options, state.guard
         task = state.task
         local_system = prompts.render(
             "minion_local_system", documents=render_documents(task.documents)
@@ -62,10 +83,25 @@ class Minion(Protocol):
                 ),
             ),
         ]
+        opening_tokens = min(options.remote_max_tokens, OPENING_TOKENS)
+        opening_cost = self.remote.count_prompt_tokens(conversation)
+        # A decision's prompt: the conversation, the opening, the decide frame, the reply.
+        first_decide = (
+            self.remote.count_prompt_tokens(
+                [*conversation, self._placeholder("assistant"), self._decide_message("", True)]
+            )
+            + opening_tokens
+        )
+        step = self._round_step(conversation)
+        reply_tokens = self._reply_tokens(state, opening_cost, first_decide, step)
+        if not guard.affords(opening_cost + first_decide + reply_tokens):
+            return await answer_without_rounds(
+                self, state, opening_cost + first_decide + reply_tokens
+            )
         opening = await state.recorder.generate_one(
             "remote",
             "chat",
-            GenerationRequest(messages=tuple(conversation), max_tokens=options.remote_max_tokens),
+            GenerationRequest(messages=tuple(conversation), max_tokens=opening_tokens),
             round=1,
         )
         message = opening.text.strip()
@@ -74,29 +110,31 @@ class Minion(Protocol):
             message = task.question
         conversation.append(ChatMessage(role="assistant", content=message))
         message_purpose = "chat"
+        reply = ""
         for number in range(1, options.max_rounds + 1):
+            bound = (
+                self.remote.count_prompt_tokens([*conversation, self._decide_message("", True)])
+                + reply_tokens
+            )
+            if not guard.affords(bound):  # only when retries took the room of this round
+                return self._answer_with_reply(state, number, reply)
             record = state.new_round(number)
-            last = number == options.max_rounds
+            last = guard.last_round(
+                number, options.max_rounds, bound + bound + step + reply_tokens, "decision"
+            )
             await state.events.emit("round_started", {"round": number, "last": last})
             record.remote_messages.append(RemoteMessage(purpose=message_purpose, text=message))
-            reply = await self._local_reply(state, record, local_system, chunks, message)
+            reply = await self._local_reply(
+                state, record, local_system, chunks, message, reply_tokens
+            )
+            reply = self._clip(self.remote, reply, reply_tokens, state, "the local reply")
             state.compressions.append(reply)
             record.crossed = [
                 Crossing(chunk_id=output.chunk_id, text=output.answer, query=message)
                 for output in record.local_outputs
                 if output.answer and output.answer.strip() and output.answer in reply
             ]
-            note = (
-                "This is the last round: give the final answer now, from what you know."
-                if last
-                else "Answer if you can; otherwise ask the colleague one more specific question."
-            )
-            conversation.append(
-                ChatMessage(
-                    role="user",
-                    content=prompts.render("minion_remote_decide", reply=reply, round_note=note),
-                )
-            )
+            conversation.append(self._decide_message(reply, last))
             decided = await ask_json(
                 state.recorder,
                 "remote",
@@ -106,6 +144,7 @@ class Minion(Protocol):
                 round=number,
                 max_tokens=options.remote_max_tokens,
                 retries=options.json_retries,
+                reserve=0 if last else bound + step + reply_tokens,
             )
             record.remote_messages += [RemoteMessage(purpose="decide", text=t) for t in decided.raw]
             if decided.value is None:
@@ -116,11 +155,83 @@ class Minion(Protocol):
                 record.decision = "invalid"
                 return salvage_answer(decided.raw[-1])
             record.decision = decided.value.decision
-            conversation.append(ChatMessage(role="assistant", content=decided.raw[-1]))
             if decided.value.decision == "final_answer":
                 return decided.value.answer or ""
-            message, message_purpose = decided.value.message or task.question, "decide"
+            message = self._clip(
+                self.remote,
+                decided.value.message or task.question,
+                DECISION_MESSAGE_TOKENS,
+                state,
+                "a remote message",
+            )
+            # What the remote said, as the rest of the conversation will show it: compact, and
+            # bounded, since every later decision re-reads it.
+            conversation.append(
+                ChatMessage(
+                    role="assistant",
+                    content=json.dumps({"decision": "request_more", "message": message}),
+                )
+            )
+            message_purpose = "decide"
         raise AssertionError("unreachable: the last round only accepts a final answer")
+
+    def _round_step(self, conversation: list[ChatMessage]) -> int:
+        """What one more round adds to a decision's prompt, less the local reply: the earlier
+        decision (clipped) and the decide frame."""
+        added = [self._placeholder("assistant"), self._decide_message("", True)]
+        return (
+            self.remote.count_prompt_tokens([*conversation, *added])
+            - self.remote.count_prompt_tokens(conversation)
+            + DECISION_MESSAGE_TOKENS
+            + 16  # the decision's JSON around its message
+        )
+
+    @staticmethod
+    def _reply_tokens(state: RunState, opening_cost: int, first_decide: int, step: int) -> int:
+        """The local reply's bound: sized so that ``max_rounds`` rounds fit the budget (round n
+        re-reads n replies), between ``MIN_REPLY_TOKENS`` and ``local_max_tokens``."""
+        rounds = state.options.max_rounds
+        left = state.guard.left
+        if left == float("inf"):
+            return state.options.local_max_tokens
+        # opening + sum over n of (first_decide + (n-1) * step + n * reply) <= left
+        spare = left - opening_cost - rounds * first_decide - rounds * (rounds - 1) // 2 * step
+        share = int(spare // (rounds * (rounds + 1) // 2))
+        return max(MIN_REPLY_TOKENS, min(state.options.local_max_tokens, share))
+
+    @staticmethod
+    def _placeholder(role: Role) -> ChatMessage:
+        return ChatMessage(role=role, content="")
+
+    @staticmethod
+    def _decide_message(reply: str, last: bool) -> ChatMessage:
+        note = (
+            "This is the last round: give the final answer now, from what you know."
+            if last
+            else "Answer if you can; otherwise ask the colleague one more specific question."
+        )
+        return ChatMessage(
+            role="user",
+            content=prompts.render("minion_remote_decide", reply=reply, round_note=note),
+        )
+
+    @staticmethod
+    def _answer_with_reply(state: RunState, number: int, reply: str) -> str:
+        detail = "the remote budget cannot pay for the next decision"
+        state.guard.fall_back(number, "answer_with_local_reply", detail)
+        state.warn(f"round {number}: {detail}; the colleague's last reply is the answer")
+        return reply or NOTHING_FOUND
+
+    @staticmethod
+    def _clip(engine: Engine, text: str, limit: int, state: RunState, what: str) -> str:
+        tokens = engine.count_tokens(text)
+        if tokens <= limit:
+            return text
+        state.warn(f"{what} of {tokens} tokens was clipped to {limit}")
+        while tokens > limit:
+            text = text[: int(len(text) * limit / tokens * 0.95)]
+            tokens = engine.count_tokens(text)
+        return text
 
     async def _local_reply(
         self,
@@ -129,16 +240,17 @@ class Minion(Protocol):
         local_system: str,
         chunks: list[Chunk] | None,
         message: str,
+        reply_tokens: int,
     ) -> str:
         options = state.options
-        message = self._clip_message(state, message)
+        message = self._clip(self.local, message, MESSAGE_TOKENS, state, "a remote message")
         if chunks is None:
             request = GenerationRequest(
                 messages=(
                     ChatMessage(role="system", content=local_system),
                     ChatMessage(role="user", content=message),
                 ),
-                max_tokens=options.local_max_tokens,
+                max_tokens=reply_tokens,
                 temperature=options.temperature,
                 seed=options.seed,
             )
@@ -158,7 +270,7 @@ class Minion(Protocol):
                     chunk=neutralize(chunk.text),
                     message=message,
                 ),
-                max_tokens=options.local_max_tokens,
+                max_tokens=reply_tokens,
                 temperature=options.temperature,
                 seed=options.seed,
             )
@@ -181,16 +293,18 @@ class Minion(Protocol):
         notes = "\n".join(parts)
         if not notes:
             return NOTHING_FOUND
-        if self.local.count_tokens(notes) <= options.local_max_tokens:
+        if self.local.count_tokens(notes) <= reply_tokens:
             return notes
         # The chunk answers together are longer than one local reply may be: the local model
         # merges them, so the remote still reads one reply of at most local_max_tokens.
-        return await self._combine(state, record, notes, message)
+        return await self._combine(state, record, notes, message, reply_tokens)
 
-    async def _combine(self, state: RunState, record: RoundRecord, notes: str, message: str) -> str:
+    async def _combine(
+        self, state: RunState, record: RoundRecord, notes: str, message: str, reply_tokens: int
+    ) -> str:
         options = state.options
         frame = prompts.render("minion_local_combine", notes="", message=message)
-        room = self.local.context_window - options.local_max_tokens - CHAT_TEMPLATE_MARGIN
+        room = self.local.context_window - reply_tokens - CHAT_TEMPLATE_MARGIN
         room -= self.local.count_tokens(frame)
         tokens = self.local.count_tokens(notes)
         if tokens > room:
@@ -203,7 +317,7 @@ class Minion(Protocol):
                 tokens = self.local.count_tokens(notes)
         request = GenerationRequest.from_prompt(
             prompts.render("minion_local_combine", notes=notes, message=message),
-            max_tokens=options.local_max_tokens,
+            max_tokens=reply_tokens,
             temperature=options.temperature,
             seed=options.seed,
         )
@@ -214,16 +328,6 @@ class Minion(Protocol):
         # Its context is the whole documents (no chunk id), like an unchunked reply.
         record.local_outputs.append(LocalOutput(answer=combined))
         return combined
-
-    def _clip_message(self, state: RunState, message: str) -> str:
-        tokens = self.local.count_tokens(message)
-        if tokens <= MESSAGE_TOKENS:
-            return message
-        state.warn(f"a remote message of {tokens} tokens was clipped to {MESSAGE_TOKENS}")
-        while tokens > MESSAGE_TOKENS:
-            message = message[: int(len(message) * MESSAGE_TOKENS / tokens * 0.95)]
-            tokens = self.local.count_tokens(message)
-        return message
 
     @staticmethod
     def _stats_line(state: RunState, chunks: list[Chunk] | None) -> str:

@@ -12,6 +12,7 @@ Plans are validated with a context: ``JobPlan.model_validate(data, context={"chu
 from __future__ import annotations
 
 import copy
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -165,17 +166,45 @@ def normalize(text: str) -> str:
     return " ".join(text.lower().strip().strip(".").split())
 
 
+# Sentences a small model writes instead of null when the excerpt has nothing; only phrasings that
+# say so about the text itself ("None of the patients..." is an answer).
+_SAYS_NOTHING = re.compile(
+    r"(?:the |this )?(?:excerpt|text|document|passage|chunk)s? (?:does|do|did) not (?:contain|"
+    r"mention|say|state|specify|provide|include|answer)|(?:it is |this is )?not (?:mentioned|"
+    r"stated|specified|provided|found|given) in the (?:excerpt|text|document|passage|chunk)|"
+    r"there is no (?:information|mention)|no information (?:about|on|in|is given)|"
+    r"(?:i )?(?:cannot|can't|could not|am unable to) (?:find|determine|answer)"
+)
+
+
 def is_empty_answer(text: str) -> bool:
-    """Whether a local reply means "nothing here" (null, "none", "NONE.", "Not found", ...)."""
+    """Whether a local reply means "nothing here": null, "none", "NONE.", "Not found", or a
+    sentence that says the excerpt does not contain it."""
     # Quotes, markdown and ellipses around the word do not count ("*None*", "...").
-    return normalize(text).strip("\"'*`.… ") in _EMPTY_ANSWERS
+    cleaned = normalize(text).strip("\"'*`.… ")
+    return cleaned in _EMPTY_ANSWERS or bool(_SAYS_NOTHING.match(cleaned))
 
 
 # Sizing the job schema: JSON syntax takes about this many tokens, and English text (even
 # repetitive) averages at least this many characters per token.
 _JOB_SYNTAX_TOKENS = 24
 _CHARS_PER_TOKEN = 3
-_JOB_FIELD_SHARES = {"explanation": 0.4, "citation": 0.35, "answer": 0.25}
+_JOB_FIELD_SHARES = {"answer": 0.4, "explanation": 0.35, "citation": 0.25}
+# A citation is a short quote: the finding already names its chunk.
+QUOTE_CHARS = 160
+# The findings of a round should fit its room several times over: a job's reply is sized to a
+# share of it, between what one useful finding needs and the most one may take.
+_FINDINGS_PER_ROOM = 6
+_MIN_FINDING_TOKENS, _MAX_FINDING_TOKENS = 48, 160
+
+
+def job_tokens_for(room_tokens: int, job_max_tokens: int) -> int:
+    """What one job may write when the round's findings have ``room_tokens`` at the remote:
+    short by construction (the schema's field bounds follow from it), never above
+    ``job_max_tokens``."""
+    finding = room_tokens // _FINDINGS_PER_ROOM
+    finding = max(_MIN_FINDING_TOKENS, min(_MAX_FINDING_TOKENS, finding))
+    return min(job_max_tokens, finding + _JOB_SYNTAX_TOKENS)
 
 
 def job_output_schema(max_tokens: int) -> dict[str, Any]:
@@ -185,7 +214,7 @@ def job_output_schema(max_tokens: int) -> dict[str, Any]:
     schema = copy.deepcopy(JobOutput.model_json_schema())
     budget = max(0, max_tokens - _JOB_SYNTAX_TOKENS) * _CHARS_PER_TOKEN
     for name, share in _JOB_FIELD_SHARES.items():
-        limit = max(16, min(400, int(budget * share)))
+        limit = max(16, min(QUOTE_CHARS if name == "citation" else 400, int(budget * share)))
         field_schema = schema["properties"][name]
         for variant in field_schema.get("anyOf", [field_schema]):
             if variant.get("type") == "string":

@@ -4,14 +4,7 @@ denominator of every saving."""
 from __future__ import annotations
 
 from engines.base import GenerationRequest
-from protocols import prompts
-from protocols.base import (
-    ContextOverflowError,
-    Protocol,
-    RunState,
-    render_documents,
-    render_metadata,
-)
+from protocols.base import ContextOverflowError, Protocol, RunState, remote_only_prompt
 from protocols.result import RemoteMessage
 from protocols.task import Options, Task
 
@@ -27,17 +20,12 @@ class RemoteOnly(Protocol):
 
     @staticmethod
     def prompt(task: Task) -> str:
-        return prompts.render(
-            "remote_only_answer",
-            question=task.question,
-            metadata=render_metadata(task.metadata, task.documents),
-            documents=render_documents(task.documents),
-        )
+        return remote_only_prompt(task)
 
     async def _run(self, state: RunState) -> str:
         prompt = self.prompt(state.task)
         max_tokens = state.options.remote_max_tokens
-        if not self.fits(self.remote, prompt, max_tokens):
+        if state.baseline.exceeds_context:  # counted once, before the run: the same prompt
             raise ContextOverflowError(
                 f"documents: too long for the remote model's context window "
                 f"({self.remote.context_window} tokens with {max_tokens} reserved for the "

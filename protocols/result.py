@@ -7,6 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engines.usage import Usage
+from protocols.baseline import Baseline
+from protocols.cost_guard import CostGuardRecord
 from protocols.privacy.report import PrivacyReport
 
 ProtocolName = Literal["minion", "minions", "local_only", "remote_only"]
@@ -169,6 +171,10 @@ class Result(BaseModel):
     compressions: list[str] = Field(description="texts the local side sent to the remote")
     warnings: list[str]
     stats: DocumentStats
+    baseline: Baseline = Field(description="what remote_only would have sent (counted, not run)")
+    cost_guard: CostGuardRecord = Field(
+        description="the remote budget: baseline, budget, spent, what was trimmed, fallbacks"
+    )
     privacy: PrivacyReport | None = Field(
         default=None, description="privacy mode's audit trail; None when privacy is off"
     )

@@ -6,6 +6,7 @@ Model text is only ever parsed as JSON data (``json.loads``); nothing here evalu
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -82,6 +83,41 @@ class JSONReply(Generic[ModelT]):
         return len(self.raw)
 
 
+# A correction turn shows the model at most this much of its invalid reply: enough to see what
+# was wrong, short enough that a rambling reply is not paid for twice.
+_ECHO_CHARS = 600
+# A reply cut off at max_tokens may be retried with up to this multiple of the caller's limit.
+_MAX_TOKENS_GROWTH = 2
+
+
+def tighten_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
+    """``schema`` with every string and list bound halved (strings not below 8 characters, lists
+    not below 1 item), or None when there is nothing left to tighten."""
+    tightened = copy.deepcopy(schema)
+    changed = False
+
+    def walk(node: Any) -> None:
+        nonlocal changed
+        if isinstance(node, dict):
+            for key, floor in (("maxLength", 8), ("maxItems", 1)):
+                value = node.get(key)
+                if isinstance(value, int) and value > floor:
+                    node[key] = max(floor, value // 2)
+                    changed = True
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(tightened)
+    return tightened if changed else None
+
+
+def _identity(request: GenerationRequest) -> str:
+    return request.model_dump_json(exclude={"seed"})
+
+
 async def ask_json(
     recorder: Recorder,
     side: Side,
@@ -96,13 +132,22 @@ async def ask_json(
     temperature: float = 0.0,
     seed: int | None = None,
     schema: dict[str, Any] | None = None,
+    reserve: int = 0,
 ) -> JSONReply[ModelT]:
     """Ask until the reply validates as ``model``, at most ``1 + retries`` times.
 
-    Each retry continues the conversation with the invalid reply and the validation error, so
-    the model can fix exactly what was wrong; a reply cut off at ``max_tokens`` is not echoed
-    back (the retry is the original messages and a note to answer shorter). ``value`` is None
-    when every attempt failed.
+    Every retry changes something, so a greedy request is never sent twice:
+
+    * a reply cut off at ``max_tokens`` is not echoed back: the retry is the original messages
+      and a note to answer shorter, with a higher limit (up to twice the caller's) and, where the
+      engine takes a schema, every string and list bound of the schema halved;
+    * an invalid reply gets one short correction turn after the original messages (its text,
+      clipped, and the validation error), so the prompt prefix stays byte-identical and a
+      provider's prompt cache serves it;
+    * a retry that would repeat an earlier request, or that the task's remote budget cannot pay
+      for while keeping ``reserve`` tokens for what must follow, is not sent.
+
+    The first attempt is the caller's to afford. ``value`` is None when every attempt failed.
     ``schema`` (default: ``model``'s) is the structured-output constraint, where supported.
     """
     engine = recorder.engines[side]
@@ -110,21 +155,29 @@ async def ask_json(
         schema = None
     elif schema is None:
         schema = json_schema_of(model)
-    conversation = list(messages)
     reply: JSONReply[ModelT] = JSONReply(value=None)
+    request = GenerationRequest(
+        messages=tuple(messages),
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+        json_schema=schema,
+    )
+    sent: set[str] = set()
     for attempt in range(retries + 1):
-        request = GenerationRequest(
-            messages=tuple(conversation),
-            max_tokens=max_tokens,
-            temperature=temperature,
-            seed=seed,
-            json_schema=schema,
-        )
+        if attempt and not recorder.affords(side, request, reserve):
+            recorder.guard.trim(
+                round, f"{purpose}_retries", retries + 1 - attempt, "over the remote budget"
+            )
+            break
+        sent.add(_identity(request))
         result = await recorder.generate_one(side, purpose, request, round=round)
         reply.raw.append(result.text)
         try:
             if result.finish_reason == "length":
-                raise ValueError(f"the reply was cut off at {max_tokens} tokens; answer shorter")
+                raise ValueError(
+                    f"the reply was cut off at {request.max_tokens} tokens; answer shorter"
+                )
             reply.value = parse_reply(result.text, model, context)
             return reply
         except ValueError as exc:
@@ -133,25 +186,44 @@ async def ask_json(
             logger.info("%s attempt %d: invalid reply: %s", purpose, attempt + 1, error)
         if result.finish_reason == "length":
             # A cut-off reply is not sent back: it is as long as the reply may be, and the model
-            # only needs to know that it must be shorter. The retry's prompt stays the original.
-            conversation = [
-                *messages,
+            # only needs to know that it must be shorter, with more room and tighter bounds.
+            note = (
+                f"Your last reply was cut off at {request.max_tokens} tokens. Reply with only "
+                "the JSON object, shorter."
+            )
+            request = request.model_copy(
+                update={
+                    "messages": (*messages, ChatMessage(role="user", content=note)),
+                    "max_tokens": min(request.max_tokens * 2, max_tokens * _MAX_TOKENS_GROWTH),
+                    "json_schema": _tightened(request.json_schema),
+                }
+            )
+        else:
+            echo = result.text.strip()[:_ECHO_CHARS] or "(empty reply)"
+            correction = (
+                ChatMessage(role="assistant", content=echo),
                 ChatMessage(
                     role="user",
-                    content=f"Your last reply was cut off at {max_tokens} tokens. Reply with only "
-                    "the JSON object, shorter.",
+                    content=f"That reply was invalid: {error}\nReply again with only the "
+                    "corrected JSON object.",
                 ),
-            ]
-            continue
-        conversation += [
-            ChatMessage(role="assistant", content=result.text or "(empty reply)"),
-            ChatMessage(
-                role="user",
-                content=f"That reply was invalid: {error}\nReply again with only the corrected "
-                "JSON object.",
-            ),
-        ]
+            )
+            request = request.model_copy(update={"messages": (*messages, *correction)})
+            if _identity(request) in sent:  # the same mistake again: make the bounds tighter
+                request = request.model_copy(
+                    update={"json_schema": _tightened(request.json_schema)}
+                )
+        if temperature == 0 and _identity(request) in sent:
+            # Nothing left to change: a greedy model would give the same reply again.
+            recorder.guard.trim(
+                round, f"{purpose}_retries", retries - attempt, "it would repeat a request"
+            )
+            break
     return reply
+
+
+def _tightened(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    return (tighten_schema(schema) or schema) if schema is not None else None
 
 
 def salvage_answer(text: str) -> str:

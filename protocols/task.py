@@ -114,6 +114,13 @@ class Options(BaseModel):
     local_max_tokens: int = Field(default=384, ge=16, le=8192)
     remote_max_tokens: int = Field(default=1024, ge=16, le=32_768)
     json_retries: int = Field(default=3, ge=0, le=10)
+    max_remote_fraction: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1000.0,
+        description="minion/minions: remote prompt tokens of all rounds and retries together, at "
+        "most this fraction of what remote_only would send (1.0: never more than remote-only)",
+    )
     seed: int = 0
     privacy: PrivacyMode = Field(
         default="off",

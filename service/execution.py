@@ -132,6 +132,7 @@ class TaskExecutor:
             remote,
             self.prices,
             remote_stand_in=stand_in,
+            max_remote_fraction=self.pool.settings.max_remote_fraction,
             privacy_config=self.privacy,
         )
         return Run(built, local, remote)

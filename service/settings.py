@@ -143,6 +143,11 @@ class Settings(BaseSettings):
         description="run local-model calls on queue workers of this pool (`minions-gw worker "
         "--pool P`); unset, the gateway's in-process local engine runs them",
     )
+    max_remote_fraction: Annotated[float, Field(gt=0, le=1000)] = Field(
+        default=0.5,
+        description="minion/minions tasks that do not set max_remote_fraction send the remote at "
+        "most this fraction of the prompt tokens remote_only would (1.0: never more)",
+    )
     pool_wait_s: Annotated[float, Field(ge=0)] = Field(
         default=600.0,
         description="with local_pool: how long a task waits for the pool's first live worker "
@@ -151,7 +156,6 @@ class Settings(BaseSettings):
     task_max_cost_usd: Annotated[float | None, Field(gt=0)] = Field(
         default=None, description="cap (and budget reservation) for a task without max_cost_usd"
     )
-    idempotency_ttl_s: Annotated[int, Field(gt=0)] = 24 * 3600
     # The research sidecar: ``/v1/studies`` and ``/v1/analysis`` (service/studies.py).
     study_threads: Annotated[int, Field(gt=0, le=64)] = 1
     max_queued_studies: Annotated[int, Field(gt=0)] = 16
@@ -164,7 +168,8 @@ class Settings(BaseSettings):
     task_ttl_s: Annotated[int, Field(gt=0)] = Field(
         default=7 * 24 * 3600,
         description="a finished task's record and event stream are deleted this long after it "
-        "ended (DELETE /v1/tasks/{id}?purge=true deletes them at once)",
+        "ended (DELETE /v1/tasks/{id}?purge=true deletes them at once); an Idempotency-Key is "
+        "remembered this long after the submit",
     )
     document_ttl_s: Annotated[int, Field(gt=0)] = Field(
         default=7 * 24 * 3600,

@@ -121,7 +121,7 @@ class TaskService:
             digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
             fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()[:32]
             existing = await self.store.tasks.claim_idempotency(
-                key.id, digest, f"{task_id}|{fingerprint}", self.settings.idempotency_ttl_s
+                key.id, digest, f"{task_id}|{fingerprint}", self.settings.task_ttl_s
             )
             if existing is not None:
                 return await self._replay(key, existing, fingerprint), False

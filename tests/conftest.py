@@ -22,10 +22,16 @@ os.environ.pop("OPENAI_API_KEY", None)
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Factory: Settings isolated from the environment, with a temporary data dir."""
+    """Factory: Settings isolated from the environment, with a temporary data dir. The tests'
+    documents are a few lines, far shorter than one minion(s) round's prompts: the remote budget
+    (a fraction of what sending them costs) is lifted unless a test sets it."""
 
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"data_dir": tmp_path / "data", **overrides}
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "max_remote_fraction": 1000.0,
+            **overrides,
+        }
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
     return make

@@ -50,7 +50,8 @@ class Pseudonymizer:
         self._lock = threading.Lock()
         self.found: Counter[str] = Counter()
         self.crossed: list[list[CrossedMessage]] = []
-        self.seconds = 0.0
+        self.seconds = 0.0  # replacing and restoring what crosses: the cost per remote call
+        self.learn_seconds = 0.0  # analysing the documents: once per task
         self.notes: list[str] = []
         restore_labels = "|".join(sorted({re.escape(t.label) for t in self._types.values()}))
         self._restore = re.compile(rf"<?\b((?:{restore_labels})_\d+)\b>?")
@@ -96,7 +97,7 @@ class Pseudonymizer:
             started = time.perf_counter()
             for span in self._merge(self.detector.detect(text), text):
                 self._token_for(span.entity, text[span.start : span.end])
-            self.seconds += time.perf_counter() - started
+            self.learn_seconds += time.perf_counter() - started
 
     def _count(self, replaced: str) -> None:
         for token in _PLACEHOLDER.findall(replaced):
@@ -218,5 +219,6 @@ class Pseudonymizer:
                 placeholders=dict(self._entity_by_token),
                 crossed=list(self.crossed),
                 added_seconds=round(self.seconds, 6),
+                document_seconds=round(self.learn_seconds, 6),
                 notes=[*([self.detector.warning] if self.detector.warning else []), *self.notes],
             )

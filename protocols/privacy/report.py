@@ -40,6 +40,9 @@ class PrivacyReport(BaseModel):
         description="every remote request's messages exactly as the remote received them",
     )
     added_seconds: float = Field(
-        default=0.0, description="time spent detecting, replacing and restoring"
+        default=0.0, description="time spent detecting, replacing and restoring what crossed"
+    )
+    document_seconds: float = Field(
+        default=0.0, description="time spent analysing the documents first (once per task)"
     )
     notes: list[str] = Field(default_factory=list)

@@ -377,6 +377,9 @@ class TaskStore:
             for task_id in ids:
                 pipe.hgetall(keys.task(task_id))
             rows = await pipe.execute()
+        gone = [task_id for task_id, row in zip(ids, rows, strict=True) if not row]
+        if gone:  # expired (MGW_TASK_TTL_S) or purged: the index forgets them as it is read
+            await self.redis.zrem(index, *gone)
         return [TaskRecord.from_hash(row) for row in rows if row]
 
     @staticmethod

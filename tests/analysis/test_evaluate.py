@@ -108,7 +108,8 @@ async def test_mi_columns_per_protocol_have_the_hand_computed_values(tmp_path: P
     local = ScoringLocal(model="smollm2-135m-instruct", context_window=100_000)
     report = await evaluate(
         dataset, ["minions", "minion", "remote_only"], local=local, remote=remote_planner(),
-        prices=PriceTable.default(), remote_stand_in=False, options=Options(chunking="pages"),
+        prices=PriceTable.default(), remote_stand_in=False,
+        options=Options(chunking="pages", max_remote_fraction=1000.0),
     )  # fmt: skip
     assert [s.accuracy for s in report.summaries] == [1.0, 1.0, 1.0]
     by_protocol = {p: [o for o in report.outcomes if o.protocol == p] for p in report.protocols}
@@ -161,7 +162,7 @@ async def test_mi_is_unsupported_without_a_scoring_engine_and_can_be_switched_of
     dataset = make_synthetic_dataset(tmp_path / "bench", docs=2, pages=2, seed=3)
     common: dict[str, Any] = {
         "remote": remote_planner(), "prices": PriceTable.default(), "remote_stand_in": False,
-        "options": Options(chunking="pages"),
+        "options": Options(chunking="pages", max_remote_fraction=1000.0),
     }  # fmt: skip
     local = NoScoreLocal(default=local_reader, context_window=100_000)
     report = await evaluate(dataset, ["minions"], local=local, **common)

@@ -45,6 +45,32 @@ async def test_finished_tasks_and_unused_documents_expire(make_gateway: Callable
             assert 0 < await redis.ttl(name) <= DOCUMENT_TTL
 
 
+async def test_an_expired_task_leaves_the_lists_and_its_idempotency_key_expires_too(
+    make_gateway: Callable[..., Any],
+) -> None:
+    async with make_gateway(task_ttl_s=TASK_TTL) as gw:
+        key = await gw.new_key()
+        body = {
+            "protocol": "local_only",
+            "question": "What is the code?",
+            "documents": [{"text": CODE_DOC}],
+        }
+        headers = {**auth(key), "Idempotency-Key": "once"}
+        task_id = (await gw.client.post("/v1/tasks", json=body, headers=headers)).json()["id"]
+        assert (await gw.wait_for(task_id, key))["status"] == "succeeded"
+        redis = gw.store.redis
+        [idem] = await redis.keys("mgw:idem:*")
+        assert 0 < await redis.ttl(idem) <= TASK_TTL
+        record = await gw.store.tasks.get(task_id)
+        assert record is not None
+        index = keys.tasks_of(record.key_id)
+        assert await redis.zscore(index, task_id) is not None
+        await redis.delete(keys.task(task_id))  # as its TTL does
+        listed = (await gw.client.get("/v1/tasks", headers=auth(key))).json()
+        assert [task["id"] for task in listed["data"]] == []
+        assert await redis.zscore(index, task_id) is None  # the listing pruned it
+
+
 async def test_documents_and_finished_tasks_are_deleted_by_owner_or_admin_only(
     make_gateway: Callable[..., Any],
 ) -> None:

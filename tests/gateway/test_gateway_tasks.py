@@ -36,6 +36,27 @@ async def test_each_protocol_answers_with_usage_and_cost(gw: Gateway) -> None:
             assert result["cost_usd"]["remote"] > 0
 
 
+async def test_a_document_shorter_than_a_round_is_answered_within_the_remote_budget(
+    gw: Gateway,
+) -> None:
+    """With the default budget (half of what sending the documents costs), a few lines are
+    cheaper to read locally than one MinionS round: the task says so in its result."""
+    key = await gw.new_key()
+    for fraction, fallback in ((0.5, "local_only"), (1.0, "remote_only")):
+        body = task_body(options={"chunking": "pages", "max_remote_fraction": fraction})
+        response = await gw.client.post("/v1/tasks", json=body, headers=auth(key))
+        task = await gw.wait_for(response.json()["id"], key)
+        assert task["status"] == "succeeded", task
+        result = task["result"]
+        baseline, guard = result["baseline"], result["cost_guard"]
+        assert baseline["remote_prompt_tokens"] > 0 and baseline["exceeds_context"] is False
+        assert guard["budget_prompt_tokens"] == int(fraction * baseline["remote_prompt_tokens"])
+        assert [f["kind"] for f in guard["fallbacks"]] == [fallback]
+        spent = result["usage"]["remote"]["prompt_tokens"]
+        assert spent == guard["spent_prompt_tokens"] <= guard["budget_prompt_tokens"]
+        assert any("not even one round fits" in w for w in result["warnings"])
+
+
 async def test_late_sse_client_gets_all_events_then_ends(gw: Gateway) -> None:
     key = await gw.new_key()
     response = await gw.client.post("/v1/tasks", json=task_body(), headers=auth(key))
@@ -43,7 +64,7 @@ async def test_late_sse_client_gets_all_events_then_ends(gw: Gateway) -> None:
     await gw.wait_for(task_id, key)
     events = await read_sse(gw, task_id, key)
     types = [event["event"] for event in events]
-    assert types[0] == "round_started"
+    assert types[:2] == ["baseline", "round_started"]
     assert {"plan", "jobs_progress", "remote_call"} <= set(types)
     assert types[-1] == "final"
     final = json.loads(events[-1]["data"])

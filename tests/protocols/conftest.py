@@ -20,13 +20,14 @@ def prices() -> PriceTable:
 @pytest.fixture
 def pages_task() -> Callable[..., Task]:
     """A task over one document whose pages are the given texts (one chunk per page with
-    ``chunking="pages"``)."""
+    ``chunking="pages"``). Its documents are a few lines, far too short for a round to cost less
+    than sending them: the remote budget is lifted unless a test sets ``max_remote_fraction``."""
 
     def make(pages: list[str], question: str = "What is the code?", **options: Any) -> Task:
         return Task(
             question=question,
             documents=(Document(name="doc.txt", pages=tuple(pages)),),
-            options=Options(**{"chunking": "pages", **options}),
+            options=Options(**{"chunking": "pages", "max_remote_fraction": 1000.0, **options}),
         )
 
     return make

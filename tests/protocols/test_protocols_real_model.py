@@ -73,3 +73,18 @@ async def test_minions_sends_far_fewer_remote_tokens_than_remote_only(
     remote_only = await run_protocol("remote_only")
     ratio = minions.usage.remote.prompt_tokens / remote_only.usage.remote.prompt_tokens
     assert ratio < 0.5, (minions.usage.remote.prompt_tokens, remote_only.usage.remote.prompt_tokens)
+
+
+@pytest.mark.parametrize("name", ["minions", "minion"])
+async def test_the_remote_budget_holds_on_the_real_model(
+    run_protocol: Callable[[str], Awaitable[Result]], name: str
+) -> None:
+    # The default budget: half of what remote_only sends, counted with the model's own chat
+    # template (the stand-in remote is the bundled model, so counted and reported agree).
+    result = await run_protocol(name)
+    guard, baseline = result.cost_guard, result.baseline
+    assert guard.budget_prompt_tokens == int(0.5 * baseline.remote_prompt_tokens)
+    sent = result.usage.remote.prompt_tokens
+    assert 0 < sent == guard.spent_prompt_tokens <= guard.budget_prompt_tokens
+    remote_only = await run_protocol("remote_only")
+    assert baseline.remote_prompt_tokens == remote_only.usage.remote.prompt_tokens

@@ -20,9 +20,11 @@ CLI = [sys.executable, "-m", "cli"]
 
 
 def process_env(**extra: str) -> dict[str, str]:
-    """This environment without ``MGW_*`` settings, plus ``extra``; tests/ importable."""
+    """This environment without ``MGW_*`` settings, plus ``extra``; tests/ importable. As in
+    ``make_settings``, the remote budget is lifted: the tests' documents are a few lines."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MGW_")}
     env["PYTHONPATH"] = f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'tests'}"
+    env["MGW_MAX_REMOTE_FRACTION"] = "1000"
     return env | extra
 
 

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from engines.base import Engine, FinishReason, GenerationRequest, GenerationResult
+from engines.base import ChatMessage, Engine, FinishReason, GenerationRequest, GenerationResult
 from engines.errors import EngineError
 from engines.usage import Usage
 
@@ -62,6 +62,9 @@ class ScriptedEngine(Engine):
 
     def count_tokens(self, text: str) -> int:
         return self.words(text)
+
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return sum(self.words(message.content) for message in messages)  # as ``generate`` counts
 
     def reply_for(self, request: GenerationRequest) -> str:
         for rule in self.rules:

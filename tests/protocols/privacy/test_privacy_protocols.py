@@ -41,7 +41,10 @@ def task(**options: Any) -> Task:
         question=QUESTION,
         documents=(Document(name="intake.txt", pages=tuple(PAGES)),),
         metadata={"patient": NAME},
-        options=Options(chunking="pages", privacy="pseudonymize", **options),
+        # A few lines: no round would fit the default remote budget (a fraction of them).
+        options=Options(
+            chunking="pages", privacy="pseudonymize", max_remote_fraction=1000.0, **options
+        ),
     )
 
 
@@ -182,7 +185,7 @@ async def test_minions_plans_reach_the_local_jobs_restored_and_rounds_stay_consi
 async def test_privacy_off_sends_the_values_and_reports_nothing(prices: PriceTable) -> None:
     remote = ScriptedEngine(default="ok", model="gpt-4o", context_window=16_384)
     result = await build_protocol("remote_only", local_engine(), remote, prices).run(
-        task().model_copy(update={"options": Options(chunking="pages")})
+        task().model_copy(update={"options": Options(chunking="pages", max_remote_fraction=1000.0)})
     )
     assert result.privacy is None
     assert PHONE in prompt_of(remote.calls[0])
@@ -190,7 +193,9 @@ async def test_privacy_off_sends_the_values_and_reports_nothing(prices: PriceTab
 
 async def test_the_leak_check_fails_a_run_without_privacy(prices: PriceTable) -> None:
     remote = remote_only_remote()
-    plain = task().model_copy(update={"options": Options(chunking="pages")})
+    plain = task().model_copy(
+        update={"options": Options(chunking="pages", max_remote_fraction=1000.0)}
+    )
     with pytest.raises(AssertionError, match="the remote received planted values"):
         await build_protocol("remote_only", local_engine(), remote, prices).run(plain)
     assert set(remote.leaks) == set(PLANTED)
