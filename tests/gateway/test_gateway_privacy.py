@@ -53,7 +53,9 @@ def body(**options: Any) -> dict[str, Any]:
 async def run_task(gw: Gateway, key: str, **options: Any) -> dict[str, Any]:
     response = await gw.client.post("/v1/tasks", json=body(**options), headers=auth(key))
     assert response.status_code == 202, response.text
-    task = await gw.wait_for(response.json()["id"], key)
+    # The first private task of the process loads Presidio and spaCy (seconds, more on a busy
+    # machine): a generous limit, since this test is about what crosses, not how fast.
+    task = await gw.wait_for(response.json()["id"], key, limit_s=90.0)
     assert task["status"] == "succeeded", task
     return task
 
