@@ -1,6 +1,6 @@
 """``minions-gw doctor`` run as an operator runs it, against a generic OpenAI-compatible server
 (the test server) and an address where nothing listens. (The real llama.cpp server's report is
-tested in tests/workers/engines/test_local_server_llamacpp.py.)"""
+tested in tests/engines/test_local_server_llamacpp.py.)"""
 
 from __future__ import annotations
 
