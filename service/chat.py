@@ -87,8 +87,14 @@ class ChatService:
     def models(self) -> list[Model]:
         models = [Model(id=name, description=DESCRIPTIONS[name]) for name in MODEL_PROTOCOLS]
         if not self.pool.stand_in:
+            # A remote model can be named for every protocol that calls the remote.
+            remote_protocols = [
+                name
+                for name, protocol in MODEL_PROTOCOLS.items()
+                if protocol_class(protocol).max_remote_calls(Options()) > 0
+            ]
             for remote in self.pool.remote_models():
-                for name in ("minions", "minion", "remote"):
+                for name in remote_protocols:
                     models.append(Model(id=f"{name}:{remote}", description=DESCRIPTIONS[name]))
         return models
 
