@@ -299,6 +299,8 @@ def report(result: Result) -> dict[str, Any]:
         "rounds": len(result.rounds),
         "remote_model": result.remote_model,
         "remote_stand_in": result.remote_stand_in,
+        # What remote_only would have sent and cost for the same question (counted, not run).
+        "baseline": result.baseline.model_dump(),
         "warnings": result.warnings,
         # The summary; the full audit trail (every text that crossed) is kept by /v1/tasks.
         "privacy": result.privacy.model_dump(exclude={"crossed"}) if result.privacy else None,

@@ -53,6 +53,8 @@ async def test_chat_completion_per_model(
         model, {"remote": "remote_only"}.get(model, model)
     )
     assert "cost_usd" in report and "warnings" in report
+    assert report["baseline"]["remote_prompt_tokens"] > 0
+    assert {"usd", "savings_factor", "exceeds_context"} <= set(report["baseline"])
 
 
 async def test_streaming_chat_completion(sdk: tuple[Gateway, openai.AsyncOpenAI, str]) -> None:
