@@ -136,7 +136,6 @@ EOF
   cat >"$smoke_dir/worker.env" <<EOF
 MGW_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 MGW_WORKER_POOL=cpu
-MGW_DATA_DIR=/data
 EOF
   log "gateway from minions-gateway-gateway:$TAG (port $SMOKE_PORT, pool cpu)"
   start_from_image gateway "localhost/minions-gateway-gateway:$TAG" "$smoke_dir/gateway.log" \
