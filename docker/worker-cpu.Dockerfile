@@ -30,7 +30,11 @@ ENV PATH=/opt/mgw/bin:$PATH \
     MGW_DATA_DIR=/opt/mgw-data \
     MGW_LOCAL_ENGINE=vllm \
     MGW_WORKER_POOL=cpu
-RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/mgw mgw
+# vLLM's CPU kernels link libnuma (not in slim images).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libnuma1=2.0.16-1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --user-group --create-home --home-dir /home/mgw mgw
 COPY --from=build /opt/mgw /opt/mgw
 COPY --from=build --chown=mgw:mgw /opt/mgw-data /opt/mgw-data
 USER 10001:10001

@@ -136,7 +136,6 @@ EOF
   cat >"$smoke_dir/worker.env" <<EOF
 MGW_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 MGW_WORKER_POOL=cpu
-MGW_DATA_DIR=/data
 EOF
   log "gateway from minions-gateway-gateway:$TAG (port $SMOKE_PORT, pool cpu)"
   start_from_image gateway "localhost/minions-gateway-gateway:$TAG" "$smoke_dir/gateway.log" \
@@ -169,7 +168,7 @@ EOF
   done
   log "gateway /ready with the worker: $(curl -sS "http://127.0.0.1:$SMOKE_PORT/ready")"
   log "task $task_id: $status after $((SECONDS - started)) s"
-  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(json.dumps({k: r.get(k) for k in ("status","answer","error")})[:400])' "$body" || true
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(json.dumps({"status": r.get("status"), "answer": (r.get("result") or {}).get("answer"), "error": r.get("error")})[:400])' "$body" || true
   if [ "$status" != succeeded ]; then
     log "gateway log:"; tail -40 "$smoke_dir/gateway.log"
     log "worker log:"; tail -40 "$smoke_dir/worker.log"
