@@ -80,7 +80,9 @@ async def test_minions_through_the_openai_sdk_and_through_tasks_with_sse(
                     elif line.startswith("data:"):
                         events.append((event_type, json.loads(line.split(":", 1)[1])))
             types = [event_type for event_type, _ in events]
-            assert types[0] == "round_started" and types[-1] == "final", types
+            # The remote-only baseline is known before the first round starts.
+            assert types[:2] == ["baseline", "round_started"] and types[-1] == "final", types
+            assert events[0][1]["remote_prompt_tokens"] > 0
             assert "plan" in types and "remote_call" in types
             task = (await http.get(f"/v1/tasks/{task_id}", headers=auth(ADMIN_KEY))).json()
             assert task["status"] == "succeeded"
