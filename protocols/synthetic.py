@@ -152,11 +152,16 @@ def pdf_bytes(pages: list[str]) -> bytes:
         )
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    out = bytearray(b"%PDF-1.4\n")
+    return serialize_pdf(objects, header=b"%PDF-1.4\n")
+
+
+def serialize_pdf(objects: list[bytes], *, header: bytes = b"%PDF-1.4\n") -> bytes:
+    """A PDF file of ``objects`` (numbered from 1, object 1 the catalog) with its xref table."""
+    out = bytearray(header)
     offsets = []
-    for number, body_bytes in enumerate(objects, start=1):
+    for number, body in enumerate(objects, start=1):
         offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body_bytes + b"\nendobj\n"
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)

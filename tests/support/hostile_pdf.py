@@ -7,6 +7,8 @@ import time
 import zlib
 from pathlib import Path
 
+from protocols.synthetic import serialize_pdf
+
 
 def costly_pdf(pages: int = 8, content_bytes: int = 2**20) -> bytes:
     """``pages`` pages that all share one FlateDecode content stream of ``content_bytes`` of path
@@ -27,19 +29,7 @@ def costly_pdf(pages: int = 8, content_bytes: int = 2**20) -> bytes:
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R /Resources "
         b"<< /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >> >>"
     ] * pages
-    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
+    return serialize_pdf(objects, header=b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
 
 
 def parsing_children() -> list[int]:
