@@ -55,8 +55,10 @@ class Minion(Protocol):
 
     @classmethod
     def max_remote_calls(cls, options: Options) -> int:
-        # The opening message, then one JSON decision a round, each retried when invalid.
-        return 1 + options.max_rounds * (1 + options.json_retries)
+        # The opening message (when the remote opens), then one JSON decision a round, each
+        # retried when invalid.
+        opening = 1 if options.remote_opens else 0
+        return opening + options.max_rounds * (1 + options.json_retries)
 
     async def _run(self, state: RunState) -> str:
         options, guard = state.options, state.guard
@@ -71,49 +73,58 @@ class Minion(Protocol):
             )
             reserved = self.local.count_tokens(frame) + MESSAGE_TOKENS + options.local_max_tokens
             chunks = await self.local_chunks(state, reserved)
-        conversation = [
-            ChatMessage(role="system", content=prompts.render("minion_remote_system")),
-            ChatMessage(
-                role="user",
-                content=prompts.render(
-                    "minion_remote_start",
-                    question=task.question,
-                    metadata=render_metadata(task.metadata, task.documents),
-                    stats=self._stats_line(state, chunks),
-                ),
-            ),
-        ]
-        opening_tokens = min(options.remote_max_tokens, OPENING_TOKENS)
-        opening_cost = self.remote.count_prompt_tokens(conversation)
+        context = {
+            "question": task.question,
+            "metadata": render_metadata(task.metadata, task.documents),
+            "stats": self._stats_line(state, chunks),
+        }
+        conversation = [ChatMessage(role="system", content=prompts.render("minion_remote_system"))]
+        # Without an opening call the first decision's user turn also carries the question: one
+        # user turn, since some chat templates refuse two in a row.
+        preamble = ""
+        opening_tokens = opening_cost = 0
+        if options.remote_opens:
+            conversation.append(
+                ChatMessage(role="user", content=prompts.render("minion_remote_start", **context))
+            )
+            opening_tokens = min(options.remote_max_tokens, OPENING_TOKENS)
+            opening_cost = self.remote.count_prompt_tokens(conversation)
+            opened = [*conversation, self._placeholder("assistant")]
+        else:
+            preamble = prompts.render("minion_remote_asked", **context) + "\n\n"
+            opened = conversation
         # A decision's prompt: the conversation, the opening, the decide frame, the reply.
         first_decide = (
-            self.remote.count_prompt_tokens(
-                [*conversation, self._placeholder("assistant"), self._decide_message("", True)]
-            )
+            self.remote.count_prompt_tokens([*opened, self._decide_message("", True, preamble)])
             + opening_tokens
         )
-        step = self._round_step(conversation)
+        step = self._round_step(opened)
         reply_tokens = self._reply_tokens(state, opening_cost, first_decide, step)
         if not guard.affords(opening_cost + first_decide + reply_tokens):
             return await answer_without_rounds(
                 self, state, opening_cost + first_decide + reply_tokens
             )
-        opening = await state.recorder.generate_one(
-            "remote",
-            "chat",
-            GenerationRequest(messages=tuple(conversation), max_tokens=opening_tokens),
-            round=1,
-        )
-        message = opening.text.strip()
-        if not message:
-            state.warn("the remote's opening message was empty; the question was sent instead")
-            message = task.question
-        conversation.append(ChatMessage(role="assistant", content=message))
-        message_purpose = "chat"
+        message_purpose = ""
+        message = task.question
+        if options.remote_opens:
+            opening = await state.recorder.generate_one(
+                "remote",
+                "chat",
+                GenerationRequest(messages=tuple(conversation), max_tokens=opening_tokens),
+                round=1,
+            )
+            message = opening.text.strip()
+            if not message:
+                state.warn("the remote's opening message was empty; the question was sent instead")
+                message = task.question
+            conversation.append(ChatMessage(role="assistant", content=message))
+            message_purpose = "chat"
         reply = ""
         for number in range(1, options.max_rounds + 1):
             bound = (
-                self.remote.count_prompt_tokens([*conversation, self._decide_message("", True)])
+                self.remote.count_prompt_tokens(
+                    [*conversation, self._decide_message("", True, preamble)]
+                )
                 + reply_tokens
             )
             if not guard.affords(bound):  # only when retries took the room of this round
@@ -123,7 +134,8 @@ class Minion(Protocol):
                 number, options.max_rounds, bound + bound + step + reply_tokens, "decision"
             )
             await state.events.emit("round_started", {"round": number, "last": last})
-            record.remote_messages.append(RemoteMessage(purpose=message_purpose, text=message))
+            if message_purpose:  # not the user's question, which the remote did not write
+                record.remote_messages.append(RemoteMessage(purpose=message_purpose, text=message))
             reply = await self._local_reply(
                 state, record, local_system, chunks, message, reply_tokens
             )
@@ -134,7 +146,8 @@ class Minion(Protocol):
                 for output in record.local_outputs
                 if output.answer and output.answer.strip() and output.answer in reply
             ]
-            conversation.append(self._decide_message(reply, last))
+            conversation.append(self._decide_message(reply, last, preamble))
+            preamble = ""
             decided = await ask_json(
                 state.recorder,
                 "remote",
@@ -204,7 +217,7 @@ class Minion(Protocol):
         return ChatMessage(role=role, content="")
 
     @staticmethod
-    def _decide_message(reply: str, last: bool) -> ChatMessage:
+    def _decide_message(reply: str, last: bool, preamble: str = "") -> ChatMessage:
         note = (
             "This is the last round: give the final answer now, from what you know."
             if last
@@ -212,7 +225,7 @@ class Minion(Protocol):
         )
         return ChatMessage(
             role="user",
-            content=prompts.render("minion_remote_decide", reply=reply, round_note=note),
+            content=preamble + prompts.render("minion_remote_decide", reply=reply, round_note=note),
         )
 
     @staticmethod

@@ -114,6 +114,12 @@ class Options(BaseModel):
     local_max_tokens: int = Field(default=384, ge=16, le=8192)
     remote_max_tokens: int = Field(default=1024, ge=16, le=32_768)
     json_retries: int = Field(default=3, ge=0, le=10)
+    remote_opens: bool = Field(
+        default=False,
+        description="minion: the remote writes the first message to the local model (one more "
+        "remote call, re-read by every decision). Default: the first message is the user's "
+        "question and the remote's first call is its first decision",
+    )
     max_remote_fraction: float = Field(
         default=0.5,
         gt=0.0,

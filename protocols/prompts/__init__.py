@@ -17,6 +17,7 @@ STEPS = (
     "local_only_combine",
     "minion_remote_system",
     "minion_remote_start",
+    "minion_remote_asked",
     "minion_local_system",
     "minion_local_chunk",
     "minion_local_combine",

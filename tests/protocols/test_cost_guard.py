@@ -84,7 +84,7 @@ def verbose_remote(behaviour: str) -> ScriptedEngine:
         [
             (r"Plan the work", reply("plan", plan)),
             (r"findings this round", lambda r: reply("aggregate", aggregate(r))(r)),
-            # Before the opening's rule: every decision's conversation holds the opening prompt.
+            # Before the opening's rule: a decision's conversation may hold the opening prompt.
             (r"The colleague replied", lambda r: reply("decide", decide(r))(r)),
             (r"Write your first message", PROSE),
         ],
@@ -151,6 +151,7 @@ async def run(
     max_tasks=st.sampled_from([1, 4, 8]),
     local_max_tokens=st.sampled_from([32, 384]),
     remote_max_tokens=st.sampled_from([64, 1024]),
+    remote_opens=st.booleans(),
 )
 def test_remote_prompt_tokens_never_exceed_the_fraction_of_the_baseline(
     name: str,
@@ -163,8 +164,10 @@ def test_remote_prompt_tokens_never_exceed_the_fraction_of_the_baseline(
     max_tasks: int,
     local_max_tokens: int,
     remote_max_tokens: int,
+    remote_opens: bool,
 ) -> None:
     options: dict[str, Any] = {
+        "remote_opens": remote_opens,
         "max_remote_fraction": fraction,
         "max_rounds": max_rounds,
         "json_retries": retries,

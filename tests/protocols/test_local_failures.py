@@ -81,7 +81,8 @@ async def test_minion_over_an_unchunked_document_fails_with_its_usage(
 ) -> None:
     remote = ScriptedEngine(default="What is the code?", model="gpt-4o", context_window=16_384)
     local = ScriptedEngine(fail_on="access code", model="local", context_window=8192)
-    result = await Minion(local, remote, prices).run(pages_task(PAGES[:2]))
+    # The remote opens the chat, so the run has remote usage to keep when the local model fails.
+    result = await Minion(local, remote, prices, remote_opens=True).run(pages_task(PAGES[:2]))
 
     assert result.error is not None
     assert result.error.startswith("round 1: the local model failed: scripted failure")

@@ -47,21 +47,41 @@ def local_engine(**kwargs: object) -> ScriptedEngine:
 
 async def test_one_round_chat(pages_task: Callable[..., Task], prices: PriceTable) -> None:
     remote, local = remote_engine(), local_engine()
-    result = await Minion(local, remote, prices).run(pages_task(PAGES))
+    task = pages_task(PAGES)
+    result = await Minion(local, remote, prices).run(task)
 
     assert result.answer == "4817" and result.protocol == "minion"
-    assert [c.purpose for c in result.usage.remote_calls] == ["chat", "decide"]
+    # The colleague is asked the user's question first: the remote's one call is its decision.
+    assert [c.purpose for c in result.usage.remote_calls] == ["decide"]
     assert len(result.rounds) == 1 and result.rounds[0].decision == "final_answer"
-    # The local model got the documents and the remote's message; the remote got neither document.
+    # The local model got the documents and the question; the remote got no document.
     (local_call,) = local.calls
-    assert "SECRETFILLER" in prompt_of(local_call) and "What is the access code" in prompt_of(
-        local_call
-    )
+    assert "SECRETFILLER" in prompt_of(local_call) and task.question in prompt_of(local_call)
     assert all("SECRETFILLER" not in prompt_of(c) for c in remote.calls)
     assert result.compressions == ["The access code is 4817 (page 2)."]
+    (decide,) = remote.calls
+    assert "4817 (page 2)" in prompt_of(decide) and task.question in prompt_of(decide)
+    # The decision is one structured-output request, with one user turn (no two in a row).
+    assert decide.json_schema is not None
+    assert [m.role for m in decide.messages] == ["system", "user"]
+    # The user's question is not recorded as something the remote wrote.
+    assert [m.purpose for m in result.rounds[0].remote_messages] == ["decide"]
+
+
+async def test_the_remote_may_open_the_chat(
+    pages_task: Callable[..., Task], prices: PriceTable
+) -> None:
+    remote, local = remote_engine(), local_engine()
+    result = await Minion(local, remote, prices, remote_opens=True).run(pages_task(PAGES))
+
+    assert result.answer == "4817"
+    assert [c.purpose for c in result.usage.remote_calls] == ["chat", "decide"]
+    (local_call,) = local.calls
+    assert "What is the access code? Quote the sentence." in prompt_of(local_call)
     assert "4817 (page 2)" in prompt_of(remote.calls[1])
-    # The decision call is one structured-output request.
     assert remote.calls[1].json_schema is not None and remote.calls[0].json_schema is None
+    assert [m.role for m in remote.calls[1].messages] == ["system", "user", "assistant", "user"]
+    assert [m.purpose for m in result.rounds[0].remote_messages] == ["chat", "decide"]
 
 
 async def test_request_more_continues_the_chat_until_the_last_round(
@@ -74,7 +94,7 @@ async def test_request_more_continues_the_chat_until_the_last_round(
     result = await Minion(local, remote, prices, max_rounds=3).run(pages_task(PAGES))
 
     assert len(result.rounds) == 3
-    assert [c.purpose for c in result.usage.remote_calls] == ["chat", "decide", "decide", "decide"]
+    assert [c.purpose for c in result.usage.remote_calls] == ["decide", "decide", "decide"]
     assert [r.decision for r in result.rounds] == ["request_more", "request_more", "final_answer"]
     assert "Are you sure? Quote it." in prompt_of(local.calls[1])
     assert remote.calls[-1].json_schema == FinalChatDecision.model_json_schema()
@@ -88,7 +108,7 @@ async def test_an_invalid_decision_becomes_the_answer_with_a_warning(
     remote = remote_engine("I am fairly sure it is 4817.")
     result = await Minion(local_engine(), remote, prices).run(pages_task(PAGES))
     assert result.answer == "I am fairly sure it is 4817."
-    assert len(result.usage.remote_calls) == 1 + 4
+    assert len(result.usage.remote_calls) == 4  # the decision and its 3 retries
     assert any("decision was invalid" in w for w in result.warnings)
 
 
@@ -146,7 +166,7 @@ async def test_chunk_answers_longer_than_one_reply_are_combined_locally(
     combine_prompt = prompt_of(local.calls[-1])
     assert "The code is 4817." in combine_prompt and "routine matters" in combine_prompt
     assert result.compressions == ["Merged: the code is 4817 (chunk 5)."]
-    decide_prompt = prompt_of(remote.calls[1])
+    decide_prompt = prompt_of(remote.calls[0])
     assert "Merged: the code is 4817" in decide_prompt and "routine matters" not in decide_prompt
     assert [c.purpose for c in result.usage.local_calls] == ["chat", "combine"]
     # Chunk answers are kept per chunk; the merged reply belongs to the whole documents.

@@ -74,10 +74,11 @@ async def test_minions_reaches_its_bound_when_every_reply_is_invalid(
     assert remote_calls(remote) == PROTOCOLS["minions"].max_remote_calls(options)
 
 
+@pytest.mark.parametrize("remote_opens", [False, True])
 @pytest.mark.parametrize("retries", [0, 2])
 @pytest.mark.parametrize("rounds", [1, 3])
 async def test_minion_reaches_its_bound_when_every_decision_is_retried(
-    retries: int, rounds: int
+    retries: int, rounds: int, remote_opens: bool
 ) -> None:
     remote = ScriptedEngine(
         [("give the final answer now|Answer if you can", valid_after(retries, chat_decision))],
@@ -86,9 +87,11 @@ async def test_minion_reaches_its_bound_when_every_decision_is_retried(
         context_window=16_384,
     )
     local = ScriptedEngine(default="The code is 4817.")
-    options = Options(max_rounds=rounds, json_retries=retries)
+    options = Options(max_rounds=rounds, json_retries=retries, remote_opens=remote_opens)
     protocol = build_protocol("minion", local, remote, PriceTable.default())
-    result = await protocol.run(task_of(max_rounds=rounds, json_retries=retries))
+    result = await protocol.run(
+        task_of(max_rounds=rounds, json_retries=retries, remote_opens=remote_opens)
+    )
     assert result.answer == "4817"
     assert remote_calls(remote) == PROTOCOLS["minion"].max_remote_calls(options)
 
