@@ -19,7 +19,7 @@ from typing import Any
 
 from engines.base import Engine
 from engines.prices import PriceTable
-from protocols.base import ContextOverflowError, Protocol
+from protocols.base import ContextOverflowError, Protocol, task_baseline
 from protocols.local_only import LocalOnly
 from protocols.minion import Minion
 from protocols.minions import MinionS
@@ -65,4 +65,5 @@ __all__ = [
     "Task",
     "build_protocol",
     "protocol_class",
+    "task_baseline",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -116,6 +117,18 @@ class Protocol(ABC):
         """The most remote calls one run with ``options`` makes, retries included: the budget
         reserves this many worst-case calls before the task runs."""
 
+    @classmethod
+    def max_remote_prompt_tokens(
+        cls, options: Options, baseline_tokens: int | None, context_window: int
+    ) -> int:
+        """The most remote prompt tokens one run sends, all calls together: each call's prompt
+        at most the remote's context window, and for a protocol under the remote budget at most
+        ``max_remote_fraction`` x the baseline (``task_baseline``; None when not counted)."""
+        bound = cls.max_remote_calls(options) * context_window
+        if cls.remote_budget and baseline_tokens is not None:
+            bound = min(bound, math.floor(options.max_remote_fraction * baseline_tokens))
+        return bound
+
     def __init__(
         self,
         local: Engine,
@@ -143,11 +156,7 @@ class Protocol(ABC):
         remote = self.remote if privacy is None else _private(self.remote, privacy)
         # The baseline is counted before any remote call: it sets the remote budget.
         baseline = await asyncio.to_thread(
-            count_baseline,
-            remote_only_prompt(task),
-            self.remote,
-            self.prices,
-            reply_tokens=options.remote_max_tokens,
+            task_baseline, task, self.remote, self.prices, options.remote_max_tokens
         )
         guard = CostGuard(
             baseline.remote_prompt_tokens,
@@ -331,6 +340,12 @@ class Protocol(ABC):
             cost_guard=state.guard.record(),
             privacy=state.privacy.report() if state.privacy else None,
         )
+
+
+def task_baseline(task: Task, remote: Engine, prices: PriceTable, reply_tokens: int) -> Baseline:
+    """What ``remote_only`` would send for ``task`` (counted, not run): the remote budget's
+    denominator, counted the same way at admission and in the run."""
+    return count_baseline(remote_only_prompt(task), remote, prices, reply_tokens=reply_tokens)
 
 
 def remote_only_prompt(task: Task) -> str:

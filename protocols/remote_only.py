@@ -18,6 +18,15 @@ class RemoteOnly(Protocol):
     def max_remote_calls(cls, options: Options) -> int:
         return 1
 
+    @classmethod
+    def max_remote_prompt_tokens(
+        cls, options: Options, baseline_tokens: int | None, context_window: int
+    ) -> int:
+        # Its one prompt is the baseline's, by definition.
+        if baseline_tokens is None:
+            return context_window
+        return min(baseline_tokens, context_window)
+
     @staticmethod
     def prompt(task: Task) -> str:
         return remote_only_prompt(task)

@@ -227,12 +227,14 @@ class ChatService:
             task = Task(question=question, documents=tuple(documents), options=Options(**options))
         except ValueError as exc:
             raise InvalidRequest(f"messages: {short_message(exc)}", param="messages") from None
+        remote = self.pool.remote(remote_model)
         reserved, cap = await self.budgets.reserve(
             key,
             protocol,
             task.options,
-            self.pool.remote(remote_model),
+            remote,
             task_options.max_cost_usd if task_options else None,
+            await self.budgets.baseline(task, protocol, task.options, remote),
         )
         return PreparedChat(protocol, remote_model, task, reserved, cap)
 

@@ -11,10 +11,10 @@ from typing import Any
 
 from engines.prices import PriceTable
 from protocols import protocol_class
-from protocols.task import Options
+from protocols.task import Options, Task
 from service import keys
 from service.abandon import Abandoned
-from service.budget import reservation_usd, worst_case_usd
+from service.budget import admission_baseline, reservation_usd, worst_case_usd
 from service.documents import DocumentService
 from service.errors import BudgetExceeded, Conflict, NotFound, QueueFull
 from service.mi_background import expired
@@ -45,9 +45,11 @@ class BudgetService:
         options: Options,
         remote: RemoteChoice,
         max_cost_usd: float | None,
+        baseline_tokens: int | None = None,
     ) -> tuple[int, float | None]:
         """(nano-USD to reserve, the task's cost cap). Raises ``BudgetExceeded`` (402) when the
-        key has a budget and the remote model has no price to hold it to."""
+        key has a budget and the remote model has no price to hold it to. ``baseline_tokens``
+        (``admission_baseline``) bounds minion/minions to their share of it."""
         unpriced = not remote.stand_in and not self.prices.has_price(remote.engine.model)
         uses_remote = protocol_class(protocol).max_remote_calls(options) > 0
         if unpriced and uses_remote and key.budget_nano is not None:
@@ -57,10 +59,23 @@ class BudgetService:
                 param="options.remote_model",
             )
         worst = worst_case_usd(
-            protocol, options, remote.engine, self.prices, stand_in=remote.stand_in
+            protocol,
+            options,
+            remote.engine,
+            self.prices,
+            stand_in=remote.stand_in,
+            baseline_tokens=baseline_tokens,
         )
         amount_usd, cap = reservation_usd(worst, max_cost_usd, self.settings.task_max_cost_usd)
         return to_nano(amount_usd), cap
+
+    async def baseline(
+        self, task: Task, protocol: str, options: Options, remote: RemoteChoice
+    ) -> int | None:
+        """The task's baseline for its reservation (``admission_baseline``)."""
+        return await admission_baseline(
+            task, protocol, options, remote.engine, self.prices, stand_in=remote.stand_in
+        )
 
     @staticmethod
     def refused(key: ApiKey, amount_nano: int, available_nano: int | None) -> BudgetExceeded:
@@ -78,9 +93,10 @@ class BudgetService:
         options: Options,
         remote: RemoteChoice,
         max_cost_usd: float | None,
+        baseline_tokens: int | None = None,
     ) -> tuple[int, float | None]:
         """``plan``, then reserve the amount on the key now (a task that runs at once)."""
-        amount, cap = self.plan(key, protocol, options, remote, max_cost_usd)
+        amount, cap = self.plan(key, protocol, options, remote, max_cost_usd, baseline_tokens)
         reservation = await self.store.api_keys.reserve(key.id, amount)
         if not reservation.granted:
             raise self.refused(key, amount, reservation.available_nano)
@@ -156,7 +172,15 @@ class TaskService:
         remote = self.pool.remote(options.remote_model)
         stored, inline = await self.documents.resolve(key, body.documents, abandoned)
         # ``options`` is an ``Options``: unset fields hold the same defaults the run will use.
-        amount, cap = self.budgets.plan(key, body.protocol, options, remote, options.max_cost_usd)
+        task = Task(
+            question=body.question,
+            documents=tuple(doc.document for doc in stored),
+            metadata=body.metadata,
+        )
+        baseline = await self.budgets.baseline(task, body.protocol, options, remote)
+        amount, cap = self.budgets.plan(
+            key, body.protocol, options, remote, options.max_cost_usd, baseline
+        )
         record = TaskRecord(
             id=task_id,
             key_id=key.id,

@@ -63,12 +63,25 @@ def test_worst_case_is_the_protocols_bound_times_a_full_call() -> None:
     options = Options(max_rounds=2, json_retries=1)
     remote = ScriptedEngine(model="gpt-4o", context_window=1000)
     one_call = 1000 * 2.5e-6 + options.remote_max_tokens * 10e-6
+    reply = options.remote_max_tokens * 10e-6
+    calls = PROTOCOLS["minions"].max_remote_calls(options)
     assert worst_case_usd("remote_only", options, remote, PRICES, stand_in=False) == (
         pytest.approx(one_call)
     )
     assert worst_case_usd("minions", options, remote, PRICES, stand_in=False) == (
-        pytest.approx(one_call * PROTOCOLS["minions"].max_remote_calls(options))
+        pytest.approx(one_call * calls)
     )
+    # With the task's baseline counted, remote_only sends exactly it, and minions at most
+    # max_remote_fraction (0.5) of it over all calls: replies are what is left to reserve.
+    def with_baseline(protocol: str, tokens: int) -> float:
+        return worst_case_usd(
+            protocol, options, remote, PRICES, stand_in=False, baseline_tokens=tokens
+        )
+
+    assert with_baseline("remote_only", 700) == pytest.approx(700 * 2.5e-6 + reply)
+    assert with_baseline("minions", 700) == pytest.approx(350 * 2.5e-6 + calls * reply)
+    # Never above the calls' own bound, however long the documents.
+    assert with_baseline("minions", 10**9) == pytest.approx(one_call * calls)
     assert worst_case_usd("local_only", options, remote, PRICES, stand_in=False) == 0
     assert worst_case_usd("minions", options, remote, PRICES, stand_in=True) == 0
     assert reservation_usd(1.0, 0.25, None) == (0.25, 0.25)

@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 from gateway_helpers import ADMIN_KEY, CODE_DOC, Gateway, auth
 
 from gateway.auth import PUBLIC_PATHS, is_public
+from protocols import PROTOCOLS, Options
 from service.store.api_keys import NANO
 
 
@@ -114,10 +115,12 @@ async def test_no_secret_or_document_in_public_endpoints(
 
 
 async def test_budget_holds_under_50_concurrent_tasks(gw: Gateway) -> None:
-    # Each task may cost at most $0.02 (its cap is reserved); the budget fits exactly five.
+    # Each task may cost at most $0.02 (its cap is reserved: minion's worst case, a share of the
+    # baseline's prompt and a full reply for each of its 12 possible calls, is more); the budget
+    # fits exactly five.
     key = await gw.new_key(budget_usd=0.10)
     body = {
-        "protocol": "remote_only",
+        "protocol": "minion",
         "question": "What is the access code?",
         "documents": [{"text": CODE_DOC}],
         "options": {"max_cost_usd": 0.02},
@@ -142,15 +145,26 @@ async def test_budget_holds_under_50_concurrent_tasks(gw: Gateway) -> None:
 
 
 async def test_worst_case_reservation_without_a_cap(gw: Gateway) -> None:
-    # gpt-4o, 16k context: one remote_only call may cost 16384 * $2.5/M + 1024 * $10/M.
-    worst = 16_384 * 2.5e-6 + 1024 * 10e-6
-    small = await gw.new_key(budget_usd=worst * 0.9)
+    # gpt-4o ($2.5/M in, $10/M out), 16k context. remote_only's one call sends the baseline's
+    # prompt (a few hundred characters here, bounded at one token a character) and may get a
+    # 1024-token reply: about $0.011 reserved, not a full 16k-token prompt ($0.051).
+    reply = 1024 * 10e-6
     body = {"protocol": "remote_only", "question": "q?", "documents": [{"text": CODE_DOC}]}
+    small = await gw.new_key(budget_usd=reply * 0.99)
     refused = await gw.client.post("/v1/tasks", json=body, headers=auth(small))
     assert refused.status_code == 402
-    enough = await gw.new_key(budget_usd=worst * 1.01)
+    enough = await gw.new_key(budget_usd=reply + 2_000 * 2.5e-6)
     accepted = await gw.client.post("/v1/tasks", json=body, headers=auth(enough))
     assert accepted.status_code == 202
+    assert (await gw.wait_for(accepted.json()["id"], enough))["status"] == "succeeded"
+    # minions may make 24 calls with default options, but their prompts together are at most
+    # half the baseline's: 24 full replies and a few hundred prompt tokens, where 24 full-context
+    # prompts would be $1.23.
+    minions = {**body, "protocol": "minions"}
+    calls = PROTOCOLS["minions"].max_remote_calls(Options())
+    within = await gw.new_key(budget_usd=calls * reply + 2_000 * 2.5e-6)
+    response = await gw.client.post("/v1/tasks", json=minions, headers=auth(within))
+    assert response.status_code == 202, response.text
     # local_only never costs anything, whatever the budget.
     free = {**body, "protocol": "local_only"}
     assert (await gw.client.post("/v1/tasks", json=free, headers=auth(small))).status_code == 202
