@@ -131,8 +131,8 @@ class Recorder:
             # One record per remote request, each with its share of the batch's wall time, priced
             # as the model asked for: the name in a reply is the provider's word, and a renamed
             # deployment must not make a call free (it is recorded beside the price's model).
-            for result in results:
-                self.guard.charge(result.usage.prompt_tokens)
+            for request, result in zip(requests, results, strict=True):
+                self.guard.charge(result.usage.prompt_tokens, self.remote_prompt_tokens(request))
                 record = self._record(
                     side, purpose, round, engine.model, [result], seconds / len(results)
                 )

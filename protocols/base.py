@@ -180,6 +180,12 @@ class Protocol(ABC):
         except ProtocolFailed as failed:
             answer, error = "", str(failed)
             state.warn(f"the run failed: {error}")
+        if guard.count_scale > 1:
+            state.warn(
+                f"the remote reported up to {guard.count_scale:.2f}x the prompt tokens counted "
+                "for a call (its tokenizer differs from the one counting for it, or privacy "
+                "placeholders took more tokens); later calls were counted that much higher"
+            )
         result = self._result(state, answer, error)
         await state.events.emit(
             "final",

@@ -7,6 +7,12 @@ the guard before each remote call (the call's prompt counted by the remote engin
 reports after; a call that does not fit is never sent. The protocols plan around it (findings
 fitted to what is left, another round only when it can be paid for, a fallback when not even one
 round fits) and record every such decision here, for ``Result.cost_guard``.
+
+The remote's count may be an estimate (another model's tokenizer standing in for the
+provider's), and privacy placeholders may take more tokens than the values they replace: when the
+remote reports more prompt tokens than were counted, every later count is scaled up by the
+largest such ratio seen (``count_scale``), so a low count can push past the budget by at most its
+first call's difference.
 """
 
 from __future__ import annotations
@@ -39,6 +45,11 @@ class CostGuardRecord(BaseModel):
     max_remote_fraction: float | None = Field(description="null: no budget (the baselines)")
     budget_prompt_tokens: int | None = Field(description="fraction x baseline, rounded down")
     spent_prompt_tokens: int = Field(description="remote prompt tokens of every call together")
+    count_scale: float = Field(
+        default=1.0,
+        description="the most the remote reported over what was counted for a call (1.0: never "
+        "more); counts after it were scaled by it",
+    )
     trimmed: list[GuardEvent] = Field(default_factory=list)
     fallbacks: list[GuardEvent] = Field(default_factory=list)
 
@@ -53,13 +64,17 @@ class CostGuard:
             None if fraction is None else math.floor(fraction * baseline_tokens)
         )
         self.spent = 0
+        self.count_scale = 1.0
         self.trimmed: list[GuardEvent] = []
         self.fallbacks: list[GuardEvent] = []
 
     @property
     def left(self) -> float:
-        """Prompt tokens still to spend (infinite without a budget)."""
-        return math.inf if self.budget is None else max(self.budget - self.spent, 0)
+        """Prompt tokens still to spend, as the remote counts them before a call (the budget's
+        remainder over ``count_scale``; infinite without a budget)."""
+        if self.budget is None:
+            return math.inf
+        return max(self.budget - self.spent, 0) / self.count_scale
 
     def affords(self, tokens: int) -> bool:
         return tokens <= self.left
@@ -87,8 +102,12 @@ class CostGuard:
         )
         return True
 
-    def charge(self, prompt_tokens: int) -> None:
+    def charge(self, prompt_tokens: int, counted: int | None = None) -> None:
+        """Spend what the remote reported for a call; ``counted`` is what was counted for it
+        before it was sent."""
         self.spent += prompt_tokens
+        if counted and prompt_tokens > counted:
+            self.count_scale = max(self.count_scale, prompt_tokens / counted)
 
     def trim(self, round: int, kind: str, count: int, detail: str = "") -> None:
         if count:
@@ -103,6 +122,7 @@ class CostGuard:
             max_remote_fraction=self.fraction,
             budget_prompt_tokens=self.budget,
             spent_prompt_tokens=self.spent,
+            count_scale=round(self.count_scale, 4),
             trimmed=list(self.trimmed),
             fallbacks=list(self.fallbacks),
         )

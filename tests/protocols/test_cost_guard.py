@@ -9,9 +9,11 @@ real-text one (the Python reference from the standard library), over protocols a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -19,8 +21,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from support.scripted_engine import ScriptedEngine
 
-from engines.base import GenerationRequest
+from engines.base import GenerationRequest, GenerationResult, WrappedEngine
 from engines.prices import PriceTable
+from engines.usage import Usage
 from protocols import Result, build_protocol, protocol_class
 from protocols.base import remote_only_prompt
 from protocols.real_text import python_reference
@@ -228,3 +231,51 @@ def test_remote_only_answers_when_it_is_cheaper_than_one_round(name: str) -> Non
     assert [call.purpose for call in result.usage.remote_calls] == ["answer"]
     assert result.usage.remote.prompt_tokens == result.baseline.remote_prompt_tokens
     assert len(remote.calls) == 1
+
+
+class OverReportingRemote(WrappedEngine):
+    """A provider whose tokenizer counts ``factor`` times what the gateway counted (or that
+    overstates its usage): every reply reports that many more prompt tokens."""
+
+    def __init__(self, inner: ScriptedEngine, factor: float) -> None:
+        super().__init__(inner)
+        self.factor = factor
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        results = await self.inner.generate(requests)
+        return [
+            dataclasses.replace(
+                result,
+                usage=Usage(
+                    prompt_tokens=math.ceil(result.usage.prompt_tokens * self.factor),
+                    completion_tokens=result.usage.completion_tokens,
+                ),
+            )
+            for result in results
+        ]
+
+
+@pytest.mark.parametrize("name", ["minions", "minion"])
+@pytest.mark.parametrize("behaviour", ["valid", "prose", "never_final"])
+def test_a_remote_counting_more_than_the_gateway_is_counted_higher_after_its_first_call(
+    name: str, behaviour: str
+) -> None:
+    scripted = verbose_remote(behaviour)
+    remote = OverReportingRemote(scripted, factor=1.5)
+    options = {"max_remote_fraction": 0.3, "max_rounds": 3}
+    task = Task(question="What is the access code?", documents=(DOCUMENTS["synthetic_long"],))
+    protocol = build_protocol(name, chatty_local(), remote, PriceTable.default(), **options)
+    result = asyncio.run(protocol.run(task))
+
+    guard = result.cost_guard
+    assert guard.count_scale == pytest.approx(1.5, abs=0.01)
+    assert any("reported up to 1.5" in warning for warning in result.warnings)
+    first = result.usage.remote_calls[0].usage.prompt_tokens
+    # Only the first call, sent before the undercount was known, may pass the budget, by the
+    # difference between what was counted for it and what was reported.
+    assert guard.spent_prompt_tokens <= guard.budget_prompt_tokens + first - first / 1.5 + 1
+    # Every call after it was admitted at the reported scale.
+    spent_before = first
+    for call in result.usage.remote_calls[1:]:
+        assert spent_before + call.usage.prompt_tokens <= guard.budget_prompt_tokens
+        spent_before += call.usage.prompt_tokens
