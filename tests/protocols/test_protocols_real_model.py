@@ -3,16 +3,21 @@ standing in for the remote. Kept cheap: one round, short replies, a 20-page docu
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
 
 from engines.prices import PriceTable
-from protocols import Result, Task, build_protocol
+from protocols import Document, Result, Task, build_protocol
+from protocols.real_text import python_reference
 from protocols.synthetic import make_document
 
 pytestmark = pytest.mark.model
+logger = logging.getLogger(__name__)
 
 # Short replies and no JSON retries: on a shared 2-core CPU the model decodes ~5-10 tokens/s.
 OPTIONS: dict[str, Any] = {
@@ -88,3 +93,75 @@ async def test_the_remote_budget_holds_on_the_real_model(
     assert 0 < sent == guard.spent_prompt_tokens <= guard.budget_prompt_tokens
     remote_only = await run_protocol("remote_only")
     assert baseline.remote_prompt_tokens == remote_only.usage.remote.prompt_tokens
+
+
+# The property of issue 20 on the real model: whatever the bundled model writes as the remote
+# (it rarely writes valid JSON, and fills every reply it is allowed), over protocols, options and
+# documents, the remote never gets more than max_remote_fraction x the baseline. A few examples:
+# each is a real run on the CPU.
+examples: list[tuple[object, ...]] = []  # what ran, for -s and the assertion below
+REAL_DOCUMENTS = {
+    "short": Document(name="note.txt", text="The access code for the north warehouse is 4817."),
+    "synthetic": make_document(6, words_per_page=150, seed=3).document,
+    "real_text": python_reference().document,
+}
+
+
+@settings(
+    max_examples=2,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    phases=[Phase.explicit, Phase.generate],
+)
+@given(
+    name=st.sampled_from(["minions", "minion"]),
+    document=st.sampled_from(sorted(REAL_DOCUMENTS)),
+    fraction=st.sampled_from([0.1, 0.3, 0.5]),
+    max_rounds=st.integers(1, 2),
+    retries=st.integers(0, 1),
+    remote_opens=st.booleans(),
+)
+# The cases that matter most, always run: both protocols over the ~6k-token real text.
+@example(
+    name="minions", document="real_text", fraction=0.5, max_rounds=2, retries=1, remote_opens=False
+)
+@example(
+    name="minion", document="real_text", fraction=0.1, max_rounds=2, retries=1, remote_opens=True
+)
+async def test_the_remote_budget_holds_on_the_real_model_over_options_and_documents(
+    local_engine: Any,
+    name: str,
+    document: str,
+    fraction: float,
+    max_rounds: int,
+    retries: int,
+    remote_opens: bool,
+) -> None:
+    options = {
+        **OPTIONS,
+        "max_tasks_per_round": 2,
+        "max_remote_fraction": fraction,
+        "max_rounds": max_rounds,
+        "json_retries": retries,
+        "remote_opens": remote_opens,
+    }
+    task = Task(question="What is the access code?", documents=(REAL_DOCUMENTS[document],))
+    protocol = build_protocol(name, local_engine, local_engine, PriceTable.default(), **options)
+    result = await protocol.run(task)
+
+    guard = result.cost_guard
+    assert guard.budget_prompt_tokens == int(fraction * result.baseline.remote_prompt_tokens)
+    sent = result.usage.remote.prompt_tokens
+    assert sent == guard.spent_prompt_tokens <= guard.budget_prompt_tokens, guard
+    assert guard.count_scale == 1.0  # the stand-in remote counts as it reports
+    assert result.error is None and result.answer.strip()
+    examples.append((name, document, fraction, sent, [f.kind for f in guard.fallbacks]))
+
+
+def test_the_real_model_examples_sent_something_to_the_remote() -> None:
+    # Not every example may fall back: the property must have been tested on real remote calls.
+    if not examples:
+        pytest.skip("the property test did not run in this session")
+    logger.info("remote budget examples: %s", examples)
+    assert any(sent > 0 for _name, _doc, _fraction, sent, _fallbacks in examples), examples
