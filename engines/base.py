@@ -82,10 +82,15 @@ class GenerationRequest(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class GenerationResult:
+    """One request's answer. ``queued_s``: seconds the request waited in the engine's own
+    client-side queue before it was sent (0 for engines without one), carried on the result so a
+    run counts its own requests' waits even when concurrent runs share the engine."""
+
     text: str
     finish_reason: FinishReason
     usage: Usage
     model: str
+    queued_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

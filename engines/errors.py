@@ -6,6 +6,10 @@ from __future__ import annotations
 class EngineError(RuntimeError):
     """An engine could not answer. The message is safe to show to a user."""
 
+    # Seconds the failed request had waited in the engine's client-side queue before it was sent
+    # (set by engines with such a queue): a run's queue wait counts its failed requests too.
+    queued_s: float = 0.0
+
 
 class EngineConfigError(ValueError):
     """An engine was configured wrongly (unknown model, bad URL). ``field`` names the setting."""

@@ -3,7 +3,8 @@ as a first-class local engine: a busy machine may make work slow, never lose it.
 
 * Concurrency matches the server: at most ``max_concurrency`` requests in flight (default: the
   server's slots, else its family's default, see ``server_probe``); the rest wait in a client-side
-  queue, and that wait is measured on its own (``stats``), never counted against a request.
+  queue, and that wait is measured on its own (``stats``; per request, ``queued_s`` on its result
+  or error), never counted against a request.
 * Every request streams. It is timed out only when no event arrives for ``stall_timeout_s`` after
   it was sent (llama.cpp reports prompt progress, so a long prompt is not a stall), or when it
   passes the whole-request ``deadline_s``. A timed-out request is never re-sent: that would only
@@ -22,7 +23,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -245,12 +246,17 @@ class LocalServerEngine(Engine):
             stats.in_flight += 1
             stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
             try:
-                return await self._with_retries(request)
+                result = await self._with_retries(request)
             except asyncio.CancelledError:
                 stats.cancelled += 1
                 raise
+            except EngineError as exc:
+                exc.queued_s = waited
+                raise
             finally:
                 stats.in_flight -= 1
+        # On the result, not only in ``stats``: runs sharing this engine each count their own.
+        return replace(result, queued_s=waited)
 
     async def _with_retries(self, request: GenerationRequest) -> GenerationResult:
         deadline = time.monotonic() + self.deadline_s

@@ -153,8 +153,17 @@ class Recorder:
         ) -> list[GenerationResult | EngineError | ValueError]:
             outcomes, seconds = await _timed(side, engine.generate_settled(sent), len(sent))
             results = [outcome for outcome in outcomes if isinstance(outcome, GenerationResult)]
-            failed = len(outcomes) - len(results)
-            self._record(side, purpose, round, engine.model, results, seconds, failed=failed)
+            failed = [outcome for outcome in outcomes if not isinstance(outcome, GenerationResult)]
+            self._record(
+                side,
+                purpose,
+                round,
+                engine.model,
+                results,
+                seconds,
+                failed=len(failed),
+                failed_waits=[getattr(error, "queued_s", 0.0) for error in failed],
+            )
             return outcomes
 
         return await self._once(side, requests, send)
@@ -173,8 +182,12 @@ class Recorder:
         results: Sequence[GenerationResult],
         seconds: float,
         failed: int = 0,
+        failed_waits: Sequence[float] = (),
     ) -> CallRecord:
         usage = Usage.sum([result.usage for result in results])
+        # Each request's wait travels on its own result (or error): a run that shares the engine
+        # with other runs is charged only for its own requests' waits.
+        waits = [result.queued_s for result in results] + list(failed_waits)
         record = CallRecord(
             side=side,
             purpose=purpose,
@@ -183,6 +196,8 @@ class Recorder:
             requests=len(results) + failed,
             usage=TokenCounts.of(usage),
             seconds=seconds,
+            queued_s=sum(waits),
+            max_queued_s=max(waits, default=0.0),
             cost_usd=self.prices.cost(model, usage),
             finish_reasons=[str(result.finish_reason) for result in results] + ["error"] * failed,
         )
@@ -197,6 +212,14 @@ class Recorder:
 
     def seconds(self, side: Side) -> float:
         return sum(call.seconds for call in self.records(side))
+
+    def queue_wait(self, side: Side) -> tuple[float, float]:
+        """Summed and longest seconds ``side``'s requests waited in its engine's own queue."""
+        records = self.records(side)
+        return (
+            sum(call.queued_s for call in records),
+            max((call.max_queued_s for call in records), default=0.0),
+        )
 
     def cost(self, side: Side) -> float:
         return sum(call.cost_usd for call in self.records(side))

@@ -310,6 +310,7 @@ class Protocol(ABC):
             )
         remote_cost = recorder.cost("remote")
         local_cost = recorder.cost("local")
+        queue_wait_s, queue_wait_max_s = recorder.queue_wait("local")
         return Result(
             answer=answer.strip(),
             error=error,
@@ -336,6 +337,8 @@ class Protocol(ABC):
                 local_s=recorder.seconds("local"),
                 remote_s=recorder.seconds("remote"),
                 total_s=time.perf_counter() - state.started,
+                local_queue_wait_s=queue_wait_s,
+                local_queue_wait_max_s=queue_wait_max_s,
             ),
             compressions=state.compressions,
             warnings=state.warnings,

@@ -46,6 +46,12 @@ class CallRecord(BaseModel):
     requests: int = 1
     usage: TokenCounts
     seconds: float
+    queued_s: float = Field(
+        default=0.0,
+        description="summed seconds the call's requests waited in the engine's client-side queue "
+        "before they were sent (part of ``seconds``; 0 for engines without such a queue)",
+    )
+    max_queued_s: float = Field(default=0.0, description="the longest of those waits")
     cost_usd: float = 0.0
     finish_reasons: list[str] = Field(default_factory=list)
 
@@ -76,6 +82,15 @@ class Timings(BaseModel):
     local_s: float = Field(description="wall time spent waiting on the local engine")
     remote_s: float = Field(description="wall time spent waiting on the remote engine")
     total_s: float
+    local_queue_wait_s: float = Field(
+        default=0.0,
+        description="summed seconds this run's local requests (failed ones too) waited in the "
+        "local engine's client-side queue for a free slot (MGW_LOCAL_ENGINE=openai); requests "
+        "wait concurrently, so it can exceed local_s. 0 for engines without such a queue",
+    )
+    local_queue_wait_max_s: float = Field(
+        default=0.0, description="the longest such wait of one local request of this run"
+    )
 
 
 class JobCounts(BaseModel):

@@ -73,6 +73,12 @@ async def test_no_more_in_flight_than_allowed_and_queue_wait_is_measured(
     assert engine.stats.max_in_flight == 2
     assert engine.stats.requests == 8
     assert engine.stats.queued_s > 0  # six of them waited for a free slot, on our side
+    # Each result carries its own wait: the first two went straight in, the other six waited at
+    # least one whole request (the server takes 0.05 s before it answers).
+    waits = sorted(result.queued_s for result in results)
+    assert max(waits[:2]) < 0.01 and min(waits[2:]) >= 0.05
+    assert sum(waits) == pytest.approx(engine.stats.queued_s)
+    assert waits[-1] == pytest.approx(engine.stats.max_queued_s)
     await engine.aclose()
 
 
@@ -179,6 +185,8 @@ async def test_one_failed_request_fails_only_itself(
         REPLY,
     ]
     assert "local: " in str(outcomes[1]) and "answered 400" in str(outcomes[1])
+    # The failed request had waited for the first one (0.05 s at least): its error says so.
+    assert isinstance(outcomes[1], EngineError) and outcomes[1].queued_s >= 0.05
     await engine.aclose()
 
 

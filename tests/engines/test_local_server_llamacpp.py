@@ -88,6 +88,11 @@ async def test_never_more_in_flight_than_the_server_has_slots(
     assert engine.stats.max_in_flight == 2
     assert seen["busy"] <= 2
     assert seen["deferred"] == 0  # the server never had to queue a request of ours
+    # The queueing happened on our side instead, and each result says how long it waited: two
+    # went straight to a slot, four waited for one to finish (a 24-token reply at least).
+    waits = sorted(result.queued_s for result in results)
+    assert max(waits[:2]) < 0.01 and min(waits[2:]) > 0.05
+    assert sum(waits) == pytest.approx(engine.stats.queued_s)
 
 
 async def test_mutual_information_is_refused_clearly(engine: LocalServerEngine) -> None:

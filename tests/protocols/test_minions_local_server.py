@@ -101,3 +101,8 @@ async def test_minions_over_a_long_document_loses_no_job_on_a_busy_machine(
     # Usage is the server's own count, one record for the round's jobs.
     (jobs_call,) = [c for c in result.usage.local_calls if c.purpose == "job"]
     assert jobs_call.requests == jobs.run and jobs_call.usage.prompt_tokens > 0
+    # The jobs the 2 slots could not take waited on our side instead, and the Result says how
+    # long: this run alone used the engine, so its waits are all the engine's.
+    assert jobs_call.queued_s > 0
+    assert result.timings.local_queue_wait_s == pytest.approx(local.stats.queued_s)
+    assert result.timings.local_queue_wait_max_s == pytest.approx(local.stats.max_queued_s)

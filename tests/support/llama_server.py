@@ -142,8 +142,11 @@ def llama_server(
     def pump() -> None:  # the child's output, kept for failure messages; stdout never fills up
         assert process.stdout is not None
         for line in process.stdout:
-            if not address and line.startswith("{") and '"url"' in line:
-                address.update(json.loads(line))
+            # llama.cpp's log thread writes to the same stdout, so the address line may come after
+            # a log line's unfinished prefix (its timestamp): find it anywhere in the line.
+            start = line.find('{"url"')
+            if not address and start >= 0:
+                address.update(json.JSONDecoder().raw_decode(line, start)[0])
                 ready.set()
             server.log.append(line)
         ready.set()

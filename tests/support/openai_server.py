@@ -13,7 +13,7 @@ Faults, one per request in the order pushed (then "ok"):
 With ``reject_schemas`` set, a request with ``response_format`` is answered 400.
 Streaming (``"stream": true``) answers as server-sent events, word by word, with a usage event
 when ``stream_options.include_usage`` asks for one. ``FaultPlan`` counts requests and the most
-that were in flight at once.
+that were in flight at once, and keeps each chat request's body.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class FaultPlan:
         self.max_in_flight = 0
         self.disconnects = 0  # streams whose client went away before the end
         self.reject_schemas = False  # answer 400 to response_format, like a server without it
+        self.bodies: list[dict[str, Any]] = []  # every chat request's JSON body, as received
 
     def push(self, *faults: Fault) -> None:
         self.queue.extend(faults)
@@ -59,6 +60,7 @@ class FaultPlan:
     def reset(self) -> None:
         self.queue.clear()
         self.requests = self.in_flight = self.max_in_flight = self.disconnects = 0
+        self.bodies.clear()
 
 
 def build_app(
@@ -94,6 +96,7 @@ def build_app(
         if fault == "malformed":
             return PlainTextResponse("{not json", media_type="application/json")
         body: dict[str, Any] = await request.json()
+        faults.bodies.append(body)
         if faults.reject_schemas and "response_format" in body:
             return JSONResponse(
                 {"error": {"message": "response_format is not supported", "type": "test"}},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -12,10 +13,12 @@ import redis.asyncio as aioredis
 from support.redis_queue import TEST_TIMING, wait_until
 from support.scripted_engine import ScriptedEngine, SlowScriptedEngine, echo
 
-from engines.base import GenerationRequest
+from engines.base import GenerationRequest, GenerationResult
 from engines.errors import EngineCapabilityError
+from engines.usage import Usage
 from workers import keys
 from workers.queue import NoLiveWorkerError, QueuedEngine, pool_depth
+from workers.queue.jobs import decode_outcome, encode_generation
 from workers.queue.registry import heartbeat
 from workers.worker import Worker
 
@@ -169,3 +172,14 @@ async def test_backpressure_holds_new_jobs_until_there_is_room(
 
 async def _length_at_least(client: aioredis.Redis, count: int) -> bool:
     return int(await client.xlen(keys.job_stream("default"))) >= count
+
+
+def test_a_generation_keeps_its_local_queue_wait_through_the_queue() -> None:
+    # A worker's engine may queue requests itself (a local server): the wait comes back with the
+    # result, so the run that sent the job reports it; an older outcome without it reads as 0.
+    generation = GenerationResult("hi", "stop", Usage(3, 1), "m", queued_s=1.25)
+    assert decode_outcome(encode_generation(generation)).generation == generation
+    older = json.loads(encode_generation(generation))
+    del older["queued_s"]
+    decoded = decode_outcome(json.dumps(older)).generation
+    assert decoded is not None and decoded.queued_s == 0.0

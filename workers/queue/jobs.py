@@ -194,6 +194,7 @@ def encode_generation(result: GenerationResult) -> str:
             "finish_reason": result.finish_reason,
             "model": result.model,
             "usage": [usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens],
+            "queued_s": result.queued_s,
         }
     )
 
@@ -218,6 +219,8 @@ def decode_outcome(raw: str) -> Outcome:
         finish_reason=data["finish_reason"],
         usage=Usage(prompt, completion, cached),
         model=data["model"],
+        # The worker engine's own queue wait; absent from outcomes written before it was kept.
+        queued_s=float(data.get("queued_s", 0.0)),
     )
     return Outcome(ok=True, generation=generation)
 
