@@ -145,3 +145,33 @@ def test_values_learned_from_a_document_are_replaced_where_the_detector_misses_t
     pseudo.learn("Customer record 1. Name: Derek Weeks. Plan: Gold.")
     # Patterns alone do not see an unlabelled name; the learned value is replaced all the same.
     assert pseudo.pseudonymize("Which plan is Derek Weeks on?") == "Which plan is <PERSON_1> on?"
+
+
+def test_lines_seen_before_are_not_analysed_again_and_find_the_same(
+    ner_detector: Detector,
+) -> None:
+    ner_detector.clear_cache()
+    history = (
+        "Plan the work for the question below.\n"
+        "Question: What is the phone number of Maria Gonzalez?\n"
+        "Round 1 findings: Maria Gonzalez can be reached at (415) 555-0134.\n"
+    )
+    first = ner_detector.detect(history)
+    analysed = ner_detector.lines_analysed
+    # Round 2 re-sends the history and adds one line: only that line goes through the pipeline.
+    later = history + "Round 2 findings: John Smith of Acme Corp in Boston confirmed it.\n"
+    found = ner_detector.detect(later)
+    assert ner_detector.lines_analysed == analysed + 1
+    assert [f for f in found if f.start < len(history)] == first
+    values = {(later[f.start : f.end], f.entity) for f in found}
+    assert ("(415) 555-0134", "PHONE_NUMBER") in values and ("Maria Gonzalez", "PERSON") in values
+    assert ("John Smith", "PERSON") in values
+    # Cached findings are where they belong in a new text (the offsets are the line's own).
+    moved = "A preamble line.\n" + history
+    shift = len("A preamble line.\n")
+    assert [f for f in ner_detector.detect(moved) if f.start >= shift] == [
+        type(f)(f.start + shift, f.end + shift, f.entity, f.score) for f in first
+    ]
+    # Cold, the whole text gives exactly what the cache served.
+    ner_detector.clear_cache()
+    assert ner_detector.detect(later) == found
