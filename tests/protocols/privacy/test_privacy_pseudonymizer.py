@@ -175,3 +175,14 @@ def test_lines_seen_before_are_not_analysed_again_and_find_the_same(
     # Cold, the whole text gives exactly what the cache served.
     ner_detector.clear_cache()
     assert ner_detector.detect(later) == found
+
+
+def test_neighbouring_values_of_one_type_keep_their_own_placeholders(
+    pattern_detector: Detector,
+) -> None:
+    # Presidio's anonymizer would merge same-type neighbours separated by whitespace into one.
+    pseudo = Pseudonymizer(pattern_detector)
+    text = "Phones: (415) 555-0134 (212) 555-0199\nCall (212) 555-0199 first."
+    private = pseudo.pseudonymize(text)
+    assert private == "Phones: <PHONE_1> <PHONE_2>\nCall <PHONE_2> first."
+    assert pseudo.restore(private) == text
