@@ -153,3 +153,39 @@ async def test_a_missing_ner_pipeline_stops_the_gateway_at_startup(
     with pytest.raises(ValueError, match="ner_model: the spaCy pipeline 'en_not_installed'"):
         async with app.router.lifespan_context(app):
             pass
+
+
+async def test_a_restarted_private_task_reuses_its_checkpointed_replies_and_restores_them(
+    make_gateway: Callable[..., Any], store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A first run that keeps its recorded remote replies (as a run that died would).
+    monkeypatch.setattr(store.tasks, "queue_forget_checkpoints", lambda pipe, task_id: None)
+    first_engines = private_engines()
+    async with make_gateway(first_engines, runner_concurrency=1) as gw:
+        key = await gw.new_key(privacy="pseudonymize")
+        task_id = (await gw.client.post("/v1/tasks", json=body(), headers=auth(key))).json()["id"]
+        first = await gw.wait_for(task_id, key, limit_s=90.0)
+    assert first["status"] == "succeeded", first
+    first_remote = first_engines.remote
+    assert isinstance(first_remote, LeakCheckingRemote)
+    assert first_remote.calls and first_remote.leaks == []
+    sent = [[m.content for m in request.messages] for request in first_remote.calls]
+    assert PLACEHOLDER.search(json.dumps(sent))  # what was checkpointed is pseudonymized
+    assert await store.redis.hlen(keys.task_remote_calls(task_id)) == len(sent)
+    monkeypatch.undo()
+    # The runner died mid-task: the record says running, a dead consumer holds its entry.
+    await store.tasks.update(task_id, {"status": "running", "result": None})
+    await store.redis.xadd(keys.TASK_STREAM, {"task": task_id})
+    await store.redis.xreadgroup(keys.RUNNER_GROUP, "dead-runner", {keys.TASK_STREAM: ">"})
+    second_engines = private_engines()
+    async with make_gateway(second_engines, runner_heartbeat_s=0.1) as gw:
+        task = await gw.wait_for(task_id, ADMIN_KEY, limit_s=90.0)
+        reclaimed = gw.services.runner.reclaimed  # type: ignore[attr-defined]
+    assert task["status"] == "succeeded", task
+    assert reclaimed == 1
+    # A new process's mapping, rebuilt from the documents, made the same requests: every reply
+    # came from the checkpoint, and the answer is restored from it with the real value.
+    assert second_engines.remote.calls == []  # type: ignore[attr-defined]
+    assert task["result"]["answer"] == f"It is {PHONE}."
+    crossed = [[m["content"] for m in request] for request in task["result"]["privacy"]["crossed"]]
+    assert crossed == sent
