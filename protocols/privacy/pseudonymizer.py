@@ -56,8 +56,13 @@ class _Span:
 class Pseudonymizer:
     """Replaces identifying values with placeholders and back, for one task. Thread-safe."""
 
-    def __init__(self, detector: Detector) -> None:
+    def __init__(self, detector: Detector, on_crossed: Callable[[str], None] | None = None) -> None:
+        """``on_crossed`` is called with a value's entity type the first time its placeholder
+        is in a text bound for the remote (the gateway's metric: what crossed is counted when it
+        crosses, whether the task then succeeds, fails or is cancelled)."""
         self.detector = detector
+        self._on_crossed = on_crossed
+        self._crossed_tokens: set[str] = set()
         self._types: dict[str, EntityType] = detector.entity_types
         self._token_by_key: dict[tuple[str, str], str] = {}
         self._value_by_token: dict[str, str] = {}
@@ -134,6 +139,10 @@ class Pseudonymizer:
             entity = self._entity_by_token.get(token)
             if entity is not None:
                 self.found[entity] += 1
+                if token not in self._crossed_tokens:
+                    self._crossed_tokens.add(token)
+                    if self._on_crossed is not None:
+                        self._on_crossed(entity)
 
     def _merge(self, findings: list[Finding], text: str) -> list[_Span]:
         """Overlapping findings become one span (their union) of the strongest finding's type;

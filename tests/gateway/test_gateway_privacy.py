@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_helpers import ADMIN_KEY, Gateway, auth, local_reply
+from gateway_helpers import ADMIN_KEY, GatedEngine, Gateway, auth, local_reply
 from pydantic import ValidationError
 from support.private_data import (
     NAME,
@@ -180,7 +181,7 @@ async def test_a_restarted_private_task_reuses_its_checkpointed_replies_and_rest
     second_engines = private_engines()
     async with make_gateway(second_engines, runner_heartbeat_s=0.1) as gw:
         task = await gw.wait_for(task_id, ADMIN_KEY, limit_s=90.0)
-        reclaimed = gw.services.runner.reclaimed  # type: ignore[attr-defined]
+        reclaimed = gw.services.runner.reclaimed
     assert task["status"] == "succeeded", task
     assert reclaimed == 1
     # A new process's mapping, rebuilt from the documents, made the same requests: every reply
@@ -189,3 +190,29 @@ async def test_a_restarted_private_task_reuses_its_checkpointed_replies_and_rest
     assert task["result"]["answer"] == f"It is {PHONE}."
     crossed = [[m["content"] for m in request] for request in task["result"]["privacy"]["crossed"]]
     assert crossed == sent
+
+
+@pytest.mark.parametrize("ending", ["failed", "cancelled"])
+async def test_the_values_that_crossed_are_counted_when_the_task_fails_or_is_cancelled(
+    ending: str, make_gateway: Callable[..., Any]
+) -> None:
+    # The remote receives the pseudonymized document, then fails, or hangs until cancelled.
+    remote = GatedEngine(default="It is done.", model="gpt-4o", context_window=16_384)
+    if ending == "failed":
+        remote.fail_on, remote.hang_on = "<PHONE_", None
+    else:
+        remote.hang_on = "<PHONE_"
+    engines = EngineSet(local=private_engines().local, remote=remote, remote_stand_in=False)
+    async with make_gateway(engines) as gw:
+        key = await gw.new_key(privacy="pseudonymize")
+        response = await gw.client.post("/v1/tasks", json=body(), headers=auth(key))
+        task_id = response.json()["id"]
+        if ending == "cancelled":
+            await asyncio.wait_for(remote.started.wait(), 90.0)
+            await gw.client.delete(f"/v1/tasks/{task_id}", headers=auth(key))
+        task = await gw.wait_for(task_id, key, limit_s=90.0)
+        metrics = (await gw.client.get("/metrics", headers=auth(ADMIN_KEY))).text
+    assert task["status"] == ending, task
+    assert remote.calls or remote.started.is_set()
+    for entity in ("PERSON", "PHONE_NUMBER", "EMAIL_ADDRESS", "US_SSN", "CREDIT_CARD"):
+        assert f'mgw_pii_entities_total{{type="{entity}"}} 1.0' in metrics, entity
