@@ -29,6 +29,7 @@ from functools import cache
 from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig, RecognizerResult
 
+from protocols.privacy import report as limits
 from protocols.privacy.detector import Detector, Finding
 from protocols.privacy.entities import EntityType, digits_only
 from protocols.privacy.report import CrossedMessage, PrivacyReport
@@ -76,6 +77,8 @@ class Pseudonymizer:
         self._lock = threading.Lock()
         self.found: Counter[str] = Counter()
         self.crossed: list[list[CrossedMessage]] = []
+        self.crossed_chars = 0
+        self.crossed_left_out = 0
         self.seconds = 0.0  # replacing and restoring what crosses: the cost per remote call
         self.learn_seconds = 0.0  # analysing the documents: once per task
         self.notes: list[str] = []
@@ -251,10 +254,29 @@ class Pseudonymizer:
             finally:
                 self.seconds += time.perf_counter() - started
 
+    def _left_out_note(self) -> str:
+        total = len(self.crossed) + self.crossed_left_out
+        return (
+            f"crossed: the last {self.crossed_left_out} of {total} remote requests are left out "
+            f"of this report (it keeps at most {limits.CROSSED_MAX_REQUESTS} requests and "
+            f"{limits.CROSSED_MAX_CHARS:,} characters); all of them were pseudonymized"
+        )
+
     # -- the report ---------------------------------------------------------------------------
     def record_crossed(self, messages: list[CrossedMessage]) -> None:
+        """Keep a request for the audit trail while it fits the caps; once one does not, every
+        later one is only counted, so what is kept is the run's beginning, in order."""
+        chars = sum(len(message.content) for message in messages)
         with self._lock:
+            if (
+                self.crossed_left_out
+                or len(self.crossed) >= limits.CROSSED_MAX_REQUESTS
+                or self.crossed_chars + chars > limits.CROSSED_MAX_CHARS
+            ):
+                self.crossed_left_out += 1
+                return
             self.crossed.append(messages)
+            self.crossed_chars += chars
 
     def report(self) -> PrivacyReport:
         with self._lock:
@@ -265,7 +287,12 @@ class Pseudonymizer:
                 replacements=dict(sorted(self.found.items())),
                 placeholders=dict(self._entity_by_token),
                 crossed=list(self.crossed),
+                crossed_left_out=self.crossed_left_out,
                 added_seconds=round(self.seconds, 6),
                 document_seconds=round(self.learn_seconds, 6),
-                notes=[*([self.detector.warning] if self.detector.warning else []), *self.notes],
+                notes=[
+                    *([self.detector.warning] if self.detector.warning else []),
+                    *self.notes,
+                    *([self._left_out_note()] if self.crossed_left_out else []),
+                ],
             )

@@ -7,9 +7,11 @@ import json
 import pytest
 
 from protocols.privacy import detector as detector_module
+from protocols.privacy import report as report_module
 from protocols.privacy.config import PrivacyConfig
 from protocols.privacy.detector import Detector
 from protocols.privacy.pseudonymizer import Pseudonymizer
+from protocols.privacy.report import CrossedMessage
 
 CARD = "4111 1111 1111 1111"
 NOTE = (
@@ -186,3 +188,27 @@ def test_neighbouring_values_of_one_type_keep_their_own_placeholders(
     private = pseudo.pseudonymize(text)
     assert private == "Phones: <PHONE_1> <PHONE_2>\nCall <PHONE_2> first."
     assert pseudo.restore(private) == text
+
+
+def test_the_stored_audit_trail_is_capped_and_says_how_much_it_left_out(
+    pattern_detector: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report_module, "CROSSED_MAX_REQUESTS", 3)
+    monkeypatch.setattr(report_module, "CROSSED_MAX_CHARS", 100)
+    pseudo = Pseudonymizer(pattern_detector)
+    for size in (30, 30, 50, 10, 10):  # the third would pass 100 characters: it and all after
+        pseudo.record_crossed([CrossedMessage(role="user", content="x" * size)])
+    report = pseudo.report()
+    assert [len(r[0].content) for r in report.crossed] == [30, 30]
+    assert report.crossed_left_out == 3
+    assert any("the last 3 of 5 remote requests are left out" in n for n in report.notes)
+
+    pseudo = Pseudonymizer(pattern_detector)
+    for _ in range(5):
+        pseudo.record_crossed([CrossedMessage(role="user", content="y")])
+    assert len(pseudo.report().crossed) == 3 and pseudo.report().crossed_left_out == 2
+    # Under the caps, everything is kept and nothing is noted.
+    pseudo = Pseudonymizer(pattern_detector)
+    pseudo.record_crossed([CrossedMessage(role="user", content="z")])
+    under = pseudo.report()
+    assert under.crossed_left_out == 0 and not any("left out" in n for n in under.notes)
