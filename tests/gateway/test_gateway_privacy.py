@@ -216,3 +216,37 @@ async def test_the_values_that_crossed_are_counted_when_the_task_fails_or_is_can
     assert remote.calls or remote.started.is_set()
     for entity in ("PERSON", "PHONE_NUMBER", "EMAIL_ADDRESS", "US_SSN", "CREDIT_CARD"):
         assert f'mgw_pii_entities_total{{type="{entity}"}} 1.0' in metrics, entity
+
+
+async def test_an_admin_changes_a_keys_privacy_default(make_gateway: Callable[..., Any]) -> None:
+    engines = private_engines()
+    async with make_gateway(engines) as gw:
+        key = await gw.new_key()
+        key_id = key.split("_")[1]
+        # Verified (and cached) under its old default before the change.
+        assert (await gw.client.get("/v1/models", headers=auth(key))).status_code == 200
+        path = f"/v1/admin/keys/{key_id}"
+        changed = await gw.client.patch(
+            path, json={"privacy": "pseudonymize"}, headers=auth(ADMIN_KEY)
+        )
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["privacy"] == "pseudonymize" and changed.json()["id"] == key_id
+        task = await run_task(gw, key)  # the task does not choose: the key's new default
+        assert task["result"]["privacy"]["mode"] == "pseudonymize"
+        assert engines.remote.leaks == []  # type: ignore[attr-defined]
+
+        bad = await gw.client.patch(path, json={"privacy": "maybe"}, headers=auth(ADMIN_KEY))
+        assert bad.status_code == 422 and bad.json()["error"]["param"] == "privacy"
+        empty = await gw.client.patch(path, json={}, headers=auth(ADMIN_KEY))
+        assert empty.status_code == 422 and empty.json()["error"]["param"] == "privacy"
+        refused = await gw.client.patch(path, json={"privacy": "off"}, headers=auth(key))
+        assert refused.status_code == 403
+        missing = await gw.client.patch(
+            "/v1/admin/keys/nosuchkey", json={"privacy": "off"}, headers=auth(ADMIN_KEY)
+        )
+        assert missing.status_code == 404 and missing.json()["error"]["param"] == "key_id"
+        cleared = await gw.client.patch(path, json={"privacy": None}, headers=auth(ADMIN_KEY))
+        assert cleared.status_code == 200 and cleared.json()["privacy"] is None
+        listed = (await gw.client.get("/v1/admin/keys", headers=auth(ADMIN_KEY))).json()["data"]
+    assert [k["privacy"] for k in listed if k["id"] == key_id] == [None]
+    assert [k["privacy"] for k in listed if k["id"] == "nosuchkey"] == []
