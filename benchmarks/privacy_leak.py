@@ -116,6 +116,7 @@ async def run_all(
                     )  # fmt: skip
                     task = row_to_task(row, base, Options(privacy=mode))
                     started = time.perf_counter()
+                    run_ms: float | None = None
                     try:
                         result = await built.run(task)
                     except Exception as exc:  # a failed run still says what crossed
@@ -128,11 +129,12 @@ async def run_all(
                         if result.privacy is not None:
                             tally.privacy_seconds += result.privacy.added_seconds
                             if result.usage.remote_requests:
-                                tally.per_call_ms.append(
+                                run_ms = (
                                     result.privacy.added_seconds
                                     / result.usage.remote_requests
                                     * 1000
                                 )
+                                tally.per_call_ms.append(run_ms)
                     planted = planted_of(row)
                     leaked = {
                         leak.planted.value
@@ -151,9 +153,11 @@ async def run_all(
                     if mode == "off":
                         plain_texts.extend(remote.texts)
                     logger.info(
-                        "%s/%s/%s: %.1fs, %d remote requests, %d leaked",
+                        "%s/%s/%s: %.1fs, %d remote requests, %d leaked, correct %s, "
+                        "privacy %s ms per remote call",
                         protocol, mode, row.id, time.perf_counter() - started,
-                        len(remote.texts), len(leaked),
+                        len(remote.texts), len(leaked), correct,
+                        "-" if run_ms is None else f"{run_ms:.1f}",
                     )  # fmt: skip
     return tallies, plain_texts, info
 
