@@ -36,7 +36,7 @@ import spacy.util
 import tldextract
 from cachetools import LRUCache
 from presidio_analyzer import AnalyzerEngine, RecognizerRegistry, RecognizerResult
-from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpEngine, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
     EmailRecognizer,
@@ -118,6 +118,14 @@ class Detector:
             ),
         )
         nlp_engine.nlp = {"en": nlp}  # type: ignore[assignment] # set directly: ``load()`` would download a missing model
+        # The same engine over spaCy's tokenizer alone, for lines the NER model need not read.
+        self._tokens_only = SpacyNlpEngine(
+            models=[{"lang_code": "en", "model_name": "blank"}],
+            ner_model_configuration=NerModelConfiguration(
+                labels_to_ignore=list(_IGNORED_NER_LABELS)
+            ),
+        )
+        self._tokens_only.nlp = {"en": spacy.blank("en")}  # type: ignore[assignment]
         registry = RecognizerRegistry(supported_languages=["en"])
         for recognizer in self._recognizers():
             registry.add_recognizer(recognizer)
@@ -167,7 +175,7 @@ class Detector:
         lines = [
             (start + offset, piece, _digest(piece))
             for start, line in _lines(text)
-            for offset, piece in _segments(line)
+            for offset, piece in _segments(line.rstrip(_LINE_BREAKS))
             if piece.strip()
         ]
         found: list[Finding] = []
@@ -190,12 +198,20 @@ class Detector:
         return found
 
     def _analyze(self, pieces: list[str]) -> list[tuple[Finding, ...]]:
-        """The findings of each piece, analysed on its own (one pass of the pipeline for all)."""
-        nlp_engine = self._analyzer.nlp_engine
+        """The findings of each piece, analysed on its own (one pass of the pipeline for all).
+
+        A piece made only of the protocols' own prompt words is not given to the NER model: any
+        name it found there would be made of those words, which ``detect`` drops anyway, and the
+        model costs milliseconds per piece however short (a template line, "</document>"). The
+        pattern recognizers still read it."""
+        wanted = [not _only_protocol_words(piece) for piece in pieces]
+        by_ner = iter(self._artifacts(self._analyzer.nlp_engine, pieces, wanted))
+        by_tokens = iter(self._artifacts(self._tokens_only, pieces, [not ner for ner in wanted]))
         analysed = []
-        for piece, artifacts in nlp_engine.process_batch(pieces, "en", batch_size=64):
+        for piece, ner in zip(pieces, wanted, strict=True):
+            artifacts = next(by_ner) if ner else next(by_tokens)
             results: list[RecognizerResult] = self._analyzer.analyze(
-                str(piece),
+                piece,
                 language="en",
                 entities=self._entities,
                 score_threshold=self.config.score_threshold,
@@ -210,11 +226,19 @@ class Detector:
                     and r.entity_type in self.entity_types
                     and not (
                         r.entity_type in NER_ENTITIES
-                        and _only_protocol_words(str(piece)[r.start : r.end])
+                        and _only_protocol_words(piece[r.start : r.end])
                     )
                 )
             )
         return analysed
+
+    @staticmethod
+    def _artifacts(engine: NlpEngine, pieces: list[str], which: list[bool]) -> list[Any]:
+        chosen = [piece for piece, take in zip(pieces, which, strict=True) if take]
+        if not chosen:
+            return []
+        # (text, artifacts) pairs: ``as_tuples`` is off, so there is no context third.
+        return [item[1] for item in engine.process_batch(chosen, "en", batch_size=64)]
 
     def clear_cache(self) -> None:
         """Forget every line's findings (benchmarks measure the pipeline cold with it)."""
@@ -260,6 +284,11 @@ def protocol_words() -> frozenset[str]:
 
 # Lines whose findings are kept: a digest and a few findings each, some megabytes in all.
 CACHED_LINES = 50_000
+
+
+# What ``str.splitlines`` ends a line with: a line is analysed and cached without it, so the same
+# content is one entry whether a line break follows (a document's last line rarely has one).
+_LINE_BREAKS = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 def _digest(text: str) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -212,3 +213,30 @@ def test_the_stored_audit_trail_is_capped_and_says_how_much_it_left_out(
     pseudo.record_crossed([CrossedMessage(role="user", content="z")])
     under = pseudo.report()
     assert under.crossed_left_out == 0 and not any("left out" in n for n in under.notes)
+
+
+def test_prompt_word_lines_skip_the_ner_model_and_line_breaks_do_not_split_the_cache(
+    ner_detector: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ner_detector.clear_cache()
+    engine = ner_detector._analyzer.nlp_engine
+    read: list[str] = []
+    process_batch = engine.process_batch
+
+    def spy(texts: list[str], *args: Any, **kwargs: Any) -> Any:
+        read.extend(texts)
+        return process_batch(texts, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "process_batch", spy)
+    template = "Read the documents below and answer the question.\n</document>\n"
+    found = ner_detector.detect(template + "Call Maria Gonzalez at (415) 555-0134.")
+    assert read == ["Call Maria Gonzalez at (415) 555-0134."]  # only the line with words of its own
+    assert {f.entity for f in found} == {"PERSON", "PHONE_NUMBER"}
+    # The same line with a line break after it is the same entry: not analysed again.
+    analysed = ner_detector.lines_analysed
+    ner_detector.detect("Call Maria Gonzalez at (415) 555-0134.\n")
+    assert ner_detector.lines_analysed == analysed
+    # Patterns still read prompt-word lines.
+    assert [f.entity for f in ner_detector.detect("Read the answer at 10.1.2.3\n")] == [
+        "IP_ADDRESS"
+    ]
