@@ -1,4 +1,4 @@
-"""``minions-gw keys create|list|revoke``: API keys, straight in the gateway's store."""
+"""``minions-gw keys create|list|update|revoke``: API keys, straight in the gateway's store."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ T = TypeVar("T")
 class PrivacyChoice(StrEnum):
     off = "off"
     pseudonymize = "pseudonymize"
+
+
+class PrivacyUpdate(StrEnum):
+    off = "off"
+    pseudonymize = "pseudonymize"
+    default = "default"  # the gateway's (MGW_PRIVACY_DEFAULT)
 
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -91,6 +97,29 @@ def list_keys() -> None:
             str(key.rate_limit_per_minute),
         )
     console.print(table)
+    # Below the table, not in it: one more column squeezes the ids in an 80-column pipe.
+    for key in keys:
+        if key.privacy:
+            console.print(f"key {key.id}: privacy {key.privacy} by default", highlight=False)
+
+
+@app.command("update")
+def update(
+    key_id: Annotated[str, typer.Argument(help="the key's id")],
+    privacy: Annotated[
+        PrivacyUpdate,
+        typer.Option(
+            help="privacy mode of the key's tasks that do not choose one; "
+            "default: the gateway's (MGW_PRIVACY_DEFAULT)"
+        ),
+    ],
+) -> None:
+    """Change a key's privacy default."""
+    wanted = None if privacy is PrivacyUpdate.default else privacy.value
+    key = _with_store(lambda store: store.api_keys.set_privacy(key_id, wanted))
+    if key is None:
+        fail(f"no key {key_id!r}")
+    console.print(f"key {key_id}: privacy {key.privacy or 'the gateway default'}")
 
 
 @app.command("revoke")

@@ -137,12 +137,14 @@ class Protocol(ABC):
         *,
         remote_stand_in: bool | None = None,
         privacy_config: PrivacyConfig | None = None,
+        privacy_crossed: Callable[[str], None] | None = None,
         **config: Any,
     ) -> None:
         self.local = local
         self.remote = remote
         self.prices = prices
         self.privacy_config = privacy_config
+        self.privacy_crossed = privacy_crossed
         self.remote_stand_in = remote is local if remote_stand_in is None else remote_stand_in
         self.options = Options(**config)  # unknown or invalid config: ValueError naming the field
 
@@ -208,7 +210,7 @@ class Protocol(ABC):
         from protocols.privacy.pseudonymizer import Pseudonymizer
 
         detector = await asyncio.to_thread(shared_detector, self.privacy_config)
-        pseudonymizer = Pseudonymizer(detector)
+        pseudonymizer = Pseudonymizer(detector, self.privacy_crossed)
         for document in task.documents:
             await asyncio.to_thread(pseudonymizer.learn, document.text)
         if self.sends_documents:

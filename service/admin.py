@@ -11,6 +11,7 @@ from service.schemas import (
     KeyCreate,
     KeyCreated,
     KeyList,
+    KeyUpdate,
     KeyView,
     PoolView,
     UsageReport,
@@ -58,6 +59,17 @@ class AdminService:
     async def list_keys(self) -> KeyList:
         keys = await self.store.api_keys.list()
         return KeyList(data=[KeyView(**key_view(key)) for key in keys])
+
+    async def update_key(self, key_id: str, body: KeyUpdate) -> KeyView:
+        """Change a key's privacy default; its tasks already queued keep the mode they got."""
+        key = (
+            None
+            if len(key_id) > 64
+            else await self.store.api_keys.set_privacy(key_id, body.privacy)
+        )
+        if key is None:
+            raise NotFound(f"no key {key_id!r}", param="key_id")
+        return KeyView(**key_view(key))
 
     async def revoke_key(self, key_id: str) -> None:
         if len(key_id) > 64 or not await self.store.api_keys.revoke(key_id):

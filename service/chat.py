@@ -305,7 +305,9 @@ def report(result: Result) -> dict[str, Any]:
         "baseline": result.baseline.model_dump(),
         "warnings": result.warnings,
         # The summary; the full audit trail (every text that crossed) is kept by /v1/tasks.
-        "privacy": result.privacy.model_dump(exclude={"crossed"}) if result.privacy else None,
+        "privacy": result.privacy.model_dump(exclude={"crossed", "crossed_left_out"})
+        if result.privacy
+        else None,
     }
 
 

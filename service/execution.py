@@ -134,6 +134,8 @@ class TaskExecutor:
             remote_stand_in=stand_in,
             max_remote_fraction=self.pool.settings.max_remote_fraction,
             privacy_config=self.privacy,
+            # Counted as values cross, so a failed or cancelled task's are counted too.
+            privacy_crossed=self.metrics.pii_crossed,
         )
         return Run(built, local, remote)
 
@@ -199,7 +201,6 @@ class TaskExecutor:
             failure = EngineError(result.error)
             await self._finish(record, run, self._failed(record, run, failure), entry_id)
             return
-        self.metrics.privacy(result)
         ending = self._succeeded(record, result)
         scored = self.mi.wanted(record.protocol)
         if scored:
@@ -429,7 +430,6 @@ class TaskExecutor:
         try:
             result = await run.protocol.run(task, events=sink)
             status = "succeeded"
-            self.metrics.privacy(result)
             baseline = baseline_of(result)
             return result
         except asyncio.CancelledError:

@@ -94,10 +94,9 @@ class Metrics:
             result.cost_usd.remote,
         )
 
-    def privacy(self, result: Result) -> None:
-        if result.privacy is not None:
-            for entity, count in result.privacy.entities.items():
-                self.pii_entities.labels(entity).inc(count)
+    def pii_crossed(self, entity: str) -> None:
+        """A value's placeholder crossed to the remote for the first time in its task."""
+        self.pii_entities.labels(entity).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -200,6 +200,15 @@ class KeyCreate(BaseModel):
     )
 
 
+class KeyUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    privacy: PrivacyMode | None = Field(
+        description="the key's tasks' privacy mode when they do not choose; null: the "
+        "gateway's default (MGW_PRIVACY_DEFAULT)",
+    )
+
+
 class KeyView(BaseModel):
     id: str
     name: str

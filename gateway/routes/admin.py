@@ -13,6 +13,8 @@ from service.schemas import (
     KeyCreate,
     KeyCreated,
     KeyList,
+    KeyUpdate,
+    KeyView,
     UsageReport,
     WorkersReport,
 )
@@ -32,6 +34,12 @@ async def create_key(body: KeyCreate, _: AdminKey, services: ServicesDep) -> Key
 @router.get("/keys", response_model=KeyList, responses=ERRORS)
 async def list_keys(_: AdminKey, services: ServicesDep) -> KeyList:
     return await services.admin.list_keys()
+
+
+@router.patch("/keys/{key_id}", response_model=KeyView, responses=ERRORS)
+async def update_key(key_id: str, body: KeyUpdate, _: AdminKey, services: ServicesDep) -> KeyView:
+    """Change a key's privacy default (``{"privacy": "pseudonymize"}``; null: the gateway's)."""
+    return await services.admin.update_key(key_id, body)
 
 
 @router.delete("/keys/{key_id}", status_code=204, responses=ERRORS)

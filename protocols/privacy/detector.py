@@ -2,13 +2,26 @@
 spaCy English pipeline is installed, its named entities (PERSON, LOCATION, ORGANIZATION).
 
 Loading a pipeline takes seconds, so ``shared_detector`` builds each configuration's detector
-once per process. Nothing is ever downloaded: Presidio's own loader would fetch a missing spaCy
-model, and its e-mail check would fetch the public-suffix list; neither is used here. Without a
-pipeline the detector runs on patterns alone and says so in ``warning`` (the Result carries it).
+once per process.
+
+Detection is per line and cached per line. The spaCy pipeline costs about 20 microseconds per
+character on a small CPU, so analysing every remote request whole would cost tens of milliseconds
+per call; but most of what crosses has crossed before: the protocols' prompt templates, the
+question, the conversation and findings re-sent each round, a retry's request. What a line holds is
+found from that line alone (values never span lines), so its findings are a pure function of its
+text: they are kept by the line's digest (never its text) in a bounded LRU shared by every task of
+the process, and only lines never seen are analysed, in one batch through the pipeline. Because
+findings depend on the line only, a restarted task finds exactly what its first run found and
+sends the same pseudonymized requests.
+
+Nothing is ever downloaded: Presidio's own loader would fetch a missing spaCy model, and its
+e-mail check would fetch the public-suffix list; neither is used here. Without a pipeline the
+detector runs on patterns alone and says so in ``warning`` (the Result carries it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -21,8 +34,9 @@ from typing import Any
 import spacy
 import spacy.util
 import tldextract
-from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
-from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+from cachetools import LRUCache
+from presidio_analyzer import AnalyzerEngine, RecognizerRegistry, RecognizerResult
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpEngine, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
     EmailRecognizer,
@@ -104,6 +118,14 @@ class Detector:
             ),
         )
         nlp_engine.nlp = {"en": nlp}  # type: ignore[assignment] # set directly: ``load()`` would download a missing model
+        # The same engine over spaCy's tokenizer alone, for lines the NER model need not read.
+        self._tokens_only = SpacyNlpEngine(
+            models=[{"lang_code": "en", "model_name": "blank"}],
+            ner_model_configuration=NerModelConfiguration(
+                labels_to_ignore=list(_IGNORED_NER_LABELS)
+            ),
+        )
+        self._tokens_only.nlp = {"en": spacy.blank("en")}  # type: ignore[assignment]
         registry = RecognizerRegistry(supported_languages=["en"])
         for recognizer in self._recognizers():
             registry.add_recognizer(recognizer)
@@ -118,6 +140,9 @@ class Detector:
         ]
         self._allow = list(DEFAULT_ALLOW) + list(config.allow)
         self._lock = threading.Lock()
+        self._cache: LRUCache[bytes, tuple[Finding, ...]] = LRUCache(maxsize=CACHED_LINES)
+        self.lines_analysed = 0  # the cache's effect, for logs and benchmarks
+        self.lines_cached = 0
         self.load_seconds = time.perf_counter() - started
         logger.info(
             "privacy detector ready in %.1fs (NER: %s, %d entity types)",
@@ -147,30 +172,78 @@ class Detector:
         """Every entity found in ``text``, overlapping findings included (the caller merges)."""
         if not text.strip():
             return []
-        results = []
-        for offset, segment in _segments(text):
-            with self._lock:
-                found = self._analyzer.analyze(
-                    segment,
-                    language="en",
-                    entities=self._entities,
-                    score_threshold=self.config.score_threshold,
-                    allow_list=self._allow,
-                )
-            for result in found:
-                result.start += offset
-                result.end += offset
-            results.extend(found)
-        return [
-            Finding(result.start, result.end, result.entity_type, float(result.score))
-            for result in results
-            if result.end > result.start
-            and result.entity_type in self.entity_types
-            and not (
-                result.entity_type in NER_ENTITIES
-                and _only_protocol_words(text[result.start : result.end])
-            )
+        lines = [
+            (start + offset, piece, _digest(piece))
+            for start, line in _lines(text)
+            for offset, piece in _segments(line.rstrip(_LINE_BREAKS))
+            if piece.strip()
         ]
+        found: list[Finding] = []
+        with self._lock:
+            fresh: dict[bytes, tuple[Finding, ...]] = {}
+            unseen = {key: piece for _, piece, key in lines if key not in self._cache}
+            if unseen:
+                analysed = self._analyze(list(unseen.values()))
+                for key, findings in zip(unseen, analysed, strict=True):
+                    fresh[key] = self._cache[key] = findings
+            self.lines_analysed += len(unseen)
+            self.lines_cached += len(lines) - len(unseen)
+            for start, _, key in lines:
+                # A line analysed just now is read from ``fresh``: a long text can push its own
+                # first lines out of the LRU before they are read back.
+                findings = fresh[key] if key in fresh else self._cache[key]
+                found.extend(
+                    Finding(f.start + start, f.end + start, f.entity, f.score) for f in findings
+                )
+        return found
+
+    def _analyze(self, pieces: list[str]) -> list[tuple[Finding, ...]]:
+        """The findings of each piece, analysed on its own (one pass of the pipeline for all).
+
+        A piece made only of the protocols' own prompt words is not given to the NER model: any
+        name it found there would be made of those words, which ``detect`` drops anyway, and the
+        model costs milliseconds per piece however short (a template line, "</document>"). The
+        pattern recognizers still read it."""
+        wanted = [not _only_protocol_words(piece) for piece in pieces]
+        by_ner = iter(self._artifacts(self._analyzer.nlp_engine, pieces, wanted))
+        by_tokens = iter(self._artifacts(self._tokens_only, pieces, [not ner for ner in wanted]))
+        analysed = []
+        for piece, ner in zip(pieces, wanted, strict=True):
+            artifacts = next(by_ner) if ner else next(by_tokens)
+            results: list[RecognizerResult] = self._analyzer.analyze(
+                piece,
+                language="en",
+                entities=self._entities,
+                score_threshold=self.config.score_threshold,
+                allow_list=self._allow,
+                nlp_artifacts=artifacts,
+            )
+            analysed.append(
+                tuple(
+                    Finding(r.start, r.end, r.entity_type, float(r.score))
+                    for r in results
+                    if r.end > r.start
+                    and r.entity_type in self.entity_types
+                    and not (
+                        r.entity_type in NER_ENTITIES
+                        and _only_protocol_words(piece[r.start : r.end])
+                    )
+                )
+            )
+        return analysed
+
+    @staticmethod
+    def _artifacts(engine: NlpEngine, pieces: list[str], which: list[bool]) -> list[Any]:
+        chosen = [piece for piece, take in zip(pieces, which, strict=True) if take]
+        if not chosen:
+            return []
+        # (text, artifacts) pairs: ``as_tuples`` is off, so there is no context third.
+        return [item[1] for item in engine.process_batch(chosen, "en", batch_size=64)]
+
+    def clear_cache(self) -> None:
+        """Forget every line's findings (benchmarks measure the pipeline cold with it)."""
+        with self._lock:
+            self._cache.clear()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -207,6 +280,29 @@ def protocol_words() -> frozenset[str]:
         if entry.name.endswith(".txt"):
             words.update(w.casefold() for w in _WORD.findall(entry.read_text(encoding="utf-8")))
     return frozenset(words)
+
+
+# Lines whose findings are kept: a digest and a few findings each, some megabytes in all.
+CACHED_LINES = 50_000
+
+
+# What ``str.splitlines`` ends a line with: a line is analysed and cached without it, so the same
+# content is one entry whether a line break follows (a document's last line rarely has one).
+_LINE_BREAKS = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _lines(text: str) -> list[tuple[int, str]]:
+    """``text``'s lines with their offsets, line breaks kept (so offsets add up)."""
+    pieces = []
+    start = 0
+    for line in text.splitlines(keepends=True):
+        pieces.append((start, line))
+        start += len(line)
+    return pieces
 
 
 # spaCy refuses texts over a million characters; shorter pieces also keep each analysis (and the

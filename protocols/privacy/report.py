@@ -10,6 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protocols.task import PrivacyMode
 
+# The audit trail is stored with the task: a long run (many rounds, whole documents) must not
+# grow its record without bound. The first requests are kept whole; the rest are counted.
+CROSSED_MAX_REQUESTS = 200
+CROSSED_MAX_CHARS = 200_000
+
 
 class CrossedMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -37,7 +42,11 @@ class PrivacyReport(BaseModel):
     )
     crossed: list[list[CrossedMessage]] = Field(
         default_factory=list,
-        description="every remote request's messages exactly as the remote received them",
+        description="the remote requests' messages exactly as the remote received them, in "
+        f"order, up to {CROSSED_MAX_REQUESTS} requests and {CROSSED_MAX_CHARS:,} characters",
+    )
+    crossed_left_out: int = Field(
+        default=0, description="remote requests that crossed but are not in ``crossed`` (the cap)"
     )
     added_seconds: float = Field(
         default=0.0, description="time spent detecting, replacing and restoring what crossed"

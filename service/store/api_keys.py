@@ -40,6 +40,12 @@ return {1, -1}
 """
 
 # Release ARGV[1] nano-USD of reservation and add ARGV[2] to the spend (a revoked key: nothing).
+# Sets one field of a key that exists; a key revoked meanwhile is not brought back as a stub.
+_SET_FIELD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 _SETTLE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'reserved_nano', -tonumber(ARGV[1]))
@@ -115,6 +121,7 @@ class ApiKeyStore:
         # once; one in another process takes effect within the cache's time to live.
         self._verified: dict[str, tuple[float, ApiKey]] = {}
         self._settle = redis.register_script(_SETTLE)
+        self._set_field = redis.register_script(_SET_FIELD)
 
     async def create(
         self,
@@ -214,6 +221,17 @@ class ApiKeyStore:
                 pipe.hgetall(keys.api_key(key_id))
             rows = await pipe.execute()
         return [ApiKey.from_hash(row) for row in rows if row]
+
+    async def set_privacy(self, key_id: str, privacy: str | None) -> ApiKey | None:
+        """Change a key's privacy default (None: the gateway's); None when there is no such key.
+        Other gateway processes see it once their verified-key cache lapses (its time to live)."""
+        changed = await self._set_field(
+            keys=[keys.api_key(key_id)], args=["privacy", privacy or ""]
+        )
+        if not changed:
+            return None
+        self._verified = {d: e for d, e in self._verified.items() if e[1].id != key_id}
+        return await self.get(key_id)
 
     async def revoke(self, key_id: str) -> bool:
         self._verified = {d: e for d, e in self._verified.items() if e[1].id != key_id}

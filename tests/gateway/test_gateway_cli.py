@@ -47,6 +47,27 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert missing.returncode != 0 and "no key" in missing.stderr
 
 
+@pytest.mark.slow
+def test_keys_update_changes_a_keys_privacy_default(tmp_path: Path) -> None:
+    env = env_for(tmp_path)
+    created = run_cli("keys", "create", "--name", "clinic", env=env)
+    assert created.returncode == 0, created.stderr
+    key_id = created.stdout.strip().splitlines()[-1].split("_")[1]
+    updated = run_cli("keys", "update", key_id, "--privacy", "pseudonymize", env=env)
+    assert updated.returncode == 0, updated.stderr
+    assert f"key {key_id}: privacy pseudonymize" in updated.stdout
+    assert (
+        f"key {key_id}: privacy pseudonymize by default" in run_cli("keys", "list", env=env).stdout
+    )
+    back = run_cli("keys", "update", key_id, "--privacy", "default", env=env)
+    assert back.returncode == 0 and "the gateway default" in back.stdout
+    assert "pseudonymize" not in run_cli("keys", "list", env=env).stdout
+    bad = run_cli("keys", "update", key_id, "--privacy", "maybe", env=env)
+    assert bad.returncode != 0 and "--privacy" in bad.stderr
+    missing = run_cli("keys", "update", "nosuchkey", "--privacy", "off", env=env)
+    assert missing.returncode != 0 and "no key" in missing.stderr
+
+
 def test_a_weak_admin_key_is_refused(tmp_path: Path) -> None:
     result = run_cli("keys", "list", env=env_for(tmp_path, MGW_ADMIN_KEY="changeme"))
     assert result.returncode != 0 and "admin_key" in result.stderr

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_helpers import ADMIN_KEY, Gateway, auth, local_reply
+from gateway_helpers import ADMIN_KEY, GatedEngine, Gateway, auth, local_reply
 from pydantic import ValidationError
 from support.private_data import (
     NAME,
@@ -153,3 +154,99 @@ async def test_a_missing_ner_pipeline_stops_the_gateway_at_startup(
     with pytest.raises(ValueError, match="ner_model: the spaCy pipeline 'en_not_installed'"):
         async with app.router.lifespan_context(app):
             pass
+
+
+async def test_a_restarted_private_task_reuses_its_checkpointed_replies_and_restores_them(
+    make_gateway: Callable[..., Any], store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A first run that keeps its recorded remote replies (as a run that died would).
+    monkeypatch.setattr(store.tasks, "queue_forget_checkpoints", lambda pipe, task_id: None)
+    first_engines = private_engines()
+    async with make_gateway(first_engines, runner_concurrency=1) as gw:
+        key = await gw.new_key(privacy="pseudonymize")
+        task_id = (await gw.client.post("/v1/tasks", json=body(), headers=auth(key))).json()["id"]
+        first = await gw.wait_for(task_id, key, limit_s=90.0)
+    assert first["status"] == "succeeded", first
+    first_remote = first_engines.remote
+    assert isinstance(first_remote, LeakCheckingRemote)
+    assert first_remote.calls and first_remote.leaks == []
+    sent = [[m.content for m in request.messages] for request in first_remote.calls]
+    assert PLACEHOLDER.search(json.dumps(sent))  # what was checkpointed is pseudonymized
+    assert await store.redis.hlen(keys.task_remote_calls(task_id)) == len(sent)
+    monkeypatch.undo()
+    # The runner died mid-task: the record says running, a dead consumer holds its entry.
+    await store.tasks.update(task_id, {"status": "running", "result": None})
+    await store.redis.xadd(keys.TASK_STREAM, {"task": task_id})
+    await store.redis.xreadgroup(keys.RUNNER_GROUP, "dead-runner", {keys.TASK_STREAM: ">"})
+    second_engines = private_engines()
+    async with make_gateway(second_engines, runner_heartbeat_s=0.1) as gw:
+        task = await gw.wait_for(task_id, ADMIN_KEY, limit_s=90.0)
+        reclaimed = gw.services.runner.reclaimed
+    assert task["status"] == "succeeded", task
+    assert reclaimed == 1
+    # A new process's mapping, rebuilt from the documents, made the same requests: every reply
+    # came from the checkpoint, and the answer is restored from it with the real value.
+    assert second_engines.remote.calls == []  # type: ignore[attr-defined]
+    assert task["result"]["answer"] == f"It is {PHONE}."
+    crossed = [[m["content"] for m in request] for request in task["result"]["privacy"]["crossed"]]
+    assert crossed == sent
+
+
+@pytest.mark.parametrize("ending", ["failed", "cancelled"])
+async def test_the_values_that_crossed_are_counted_when_the_task_fails_or_is_cancelled(
+    ending: str, make_gateway: Callable[..., Any]
+) -> None:
+    # The remote receives the pseudonymized document, then fails, or hangs until cancelled.
+    remote = GatedEngine(default="It is done.", model="gpt-4o", context_window=16_384)
+    if ending == "failed":
+        remote.fail_on, remote.hang_on = "<PHONE_", None
+    else:
+        remote.hang_on = "<PHONE_"
+    engines = EngineSet(local=private_engines().local, remote=remote, remote_stand_in=False)
+    async with make_gateway(engines) as gw:
+        key = await gw.new_key(privacy="pseudonymize")
+        response = await gw.client.post("/v1/tasks", json=body(), headers=auth(key))
+        task_id = response.json()["id"]
+        if ending == "cancelled":
+            await asyncio.wait_for(remote.started.wait(), 90.0)
+            await gw.client.delete(f"/v1/tasks/{task_id}", headers=auth(key))
+        task = await gw.wait_for(task_id, key, limit_s=90.0)
+        metrics = (await gw.client.get("/metrics", headers=auth(ADMIN_KEY))).text
+    assert task["status"] == ending, task
+    assert remote.calls or remote.started.is_set()
+    for entity in ("PERSON", "PHONE_NUMBER", "EMAIL_ADDRESS", "US_SSN", "CREDIT_CARD"):
+        assert f'mgw_pii_entities_total{{type="{entity}"}} 1.0' in metrics, entity
+
+
+async def test_an_admin_changes_a_keys_privacy_default(make_gateway: Callable[..., Any]) -> None:
+    engines = private_engines()
+    async with make_gateway(engines) as gw:
+        key = await gw.new_key()
+        key_id = key.split("_")[1]
+        # Verified (and cached) under its old default before the change.
+        assert (await gw.client.get("/v1/models", headers=auth(key))).status_code == 200
+        path = f"/v1/admin/keys/{key_id}"
+        changed = await gw.client.patch(
+            path, json={"privacy": "pseudonymize"}, headers=auth(ADMIN_KEY)
+        )
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["privacy"] == "pseudonymize" and changed.json()["id"] == key_id
+        task = await run_task(gw, key)  # the task does not choose: the key's new default
+        assert task["result"]["privacy"]["mode"] == "pseudonymize"
+        assert engines.remote.leaks == []  # type: ignore[attr-defined]
+
+        bad = await gw.client.patch(path, json={"privacy": "maybe"}, headers=auth(ADMIN_KEY))
+        assert bad.status_code == 422 and bad.json()["error"]["param"] == "privacy"
+        empty = await gw.client.patch(path, json={}, headers=auth(ADMIN_KEY))
+        assert empty.status_code == 422 and empty.json()["error"]["param"] == "privacy"
+        refused = await gw.client.patch(path, json={"privacy": "off"}, headers=auth(key))
+        assert refused.status_code == 403
+        missing = await gw.client.patch(
+            "/v1/admin/keys/nosuchkey", json={"privacy": "off"}, headers=auth(ADMIN_KEY)
+        )
+        assert missing.status_code == 404 and missing.json()["error"]["param"] == "key_id"
+        cleared = await gw.client.patch(path, json={"privacy": None}, headers=auth(ADMIN_KEY))
+        assert cleared.status_code == 200 and cleared.json()["privacy"] is None
+        listed = (await gw.client.get("/v1/admin/keys", headers=auth(ADMIN_KEY))).json()["data"]
+    assert [k["privacy"] for k in listed if k["id"] == key_id] == [None]
+    assert [k["privacy"] for k in listed if k["id"] == "nosuchkey"] == []

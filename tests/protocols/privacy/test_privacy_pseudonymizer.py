@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from protocols.privacy import detector as detector_module
+from protocols.privacy import report as report_module
 from protocols.privacy.config import PrivacyConfig
 from protocols.privacy.detector import Detector
 from protocols.privacy.pseudonymizer import Pseudonymizer
+from protocols.privacy.report import CrossedMessage
 
 CARD = "4111 1111 1111 1111"
 NOTE = (
@@ -145,3 +148,95 @@ def test_values_learned_from_a_document_are_replaced_where_the_detector_misses_t
     pseudo.learn("Customer record 1. Name: Derek Weeks. Plan: Gold.")
     # Patterns alone do not see an unlabelled name; the learned value is replaced all the same.
     assert pseudo.pseudonymize("Which plan is Derek Weeks on?") == "Which plan is <PERSON_1> on?"
+
+
+def test_lines_seen_before_are_not_analysed_again_and_find_the_same(
+    ner_detector: Detector,
+) -> None:
+    ner_detector.clear_cache()
+    history = (
+        "Plan the work for the question below.\n"
+        "Question: What is the phone number of Maria Gonzalez?\n"
+        "Round 1 findings: Maria Gonzalez can be reached at (415) 555-0134.\n"
+    )
+    first = ner_detector.detect(history)
+    analysed = ner_detector.lines_analysed
+    # Round 2 re-sends the history and adds one line: only that line goes through the pipeline.
+    later = history + "Round 2 findings: John Smith of Acme Corp in Boston confirmed it.\n"
+    found = ner_detector.detect(later)
+    assert ner_detector.lines_analysed == analysed + 1
+    assert [f for f in found if f.start < len(history)] == first
+    values = {(later[f.start : f.end], f.entity) for f in found}
+    assert ("(415) 555-0134", "PHONE_NUMBER") in values and ("Maria Gonzalez", "PERSON") in values
+    assert ("John Smith", "PERSON") in values
+    # Cached findings are where they belong in a new text (the offsets are the line's own).
+    moved = "A preamble line.\n" + history
+    shift = len("A preamble line.\n")
+    assert [f for f in ner_detector.detect(moved) if f.start >= shift] == [
+        type(f)(f.start + shift, f.end + shift, f.entity, f.score) for f in first
+    ]
+    # Cold, the whole text gives exactly what the cache served.
+    ner_detector.clear_cache()
+    assert ner_detector.detect(later) == found
+
+
+def test_neighbouring_values_of_one_type_keep_their_own_placeholders(
+    pattern_detector: Detector,
+) -> None:
+    # Presidio's anonymizer would merge same-type neighbours separated by whitespace into one.
+    pseudo = Pseudonymizer(pattern_detector)
+    text = "Phones: (415) 555-0134 (212) 555-0199\nCall (212) 555-0199 first."
+    private = pseudo.pseudonymize(text)
+    assert private == "Phones: <PHONE_1> <PHONE_2>\nCall <PHONE_2> first."
+    assert pseudo.restore(private) == text
+
+
+def test_the_stored_audit_trail_is_capped_and_says_how_much_it_left_out(
+    pattern_detector: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report_module, "CROSSED_MAX_REQUESTS", 3)
+    monkeypatch.setattr(report_module, "CROSSED_MAX_CHARS", 100)
+    pseudo = Pseudonymizer(pattern_detector)
+    for size in (30, 30, 50, 10, 10):  # the third would pass 100 characters: it and all after
+        pseudo.record_crossed([CrossedMessage(role="user", content="x" * size)])
+    report = pseudo.report()
+    assert [len(r[0].content) for r in report.crossed] == [30, 30]
+    assert report.crossed_left_out == 3
+    assert any("the last 3 of 5 remote requests are left out" in n for n in report.notes)
+
+    pseudo = Pseudonymizer(pattern_detector)
+    for _ in range(5):
+        pseudo.record_crossed([CrossedMessage(role="user", content="y")])
+    assert len(pseudo.report().crossed) == 3 and pseudo.report().crossed_left_out == 2
+    # Under the caps, everything is kept and nothing is noted.
+    pseudo = Pseudonymizer(pattern_detector)
+    pseudo.record_crossed([CrossedMessage(role="user", content="z")])
+    under = pseudo.report()
+    assert under.crossed_left_out == 0 and not any("left out" in n for n in under.notes)
+
+
+def test_prompt_word_lines_skip_the_ner_model_and_line_breaks_do_not_split_the_cache(
+    ner_detector: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ner_detector.clear_cache()
+    engine = ner_detector._analyzer.nlp_engine
+    read: list[str] = []
+    process_batch = engine.process_batch
+
+    def spy(texts: list[str], *args: Any, **kwargs: Any) -> Any:
+        read.extend(texts)
+        return process_batch(texts, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "process_batch", spy)
+    template = "Read the documents below and answer the question.\n</document>\n"
+    found = ner_detector.detect(template + "Call Maria Gonzalez at (415) 555-0134.")
+    assert read == ["Call Maria Gonzalez at (415) 555-0134."]  # only the line with words of its own
+    assert {f.entity for f in found} == {"PERSON", "PHONE_NUMBER"}
+    # The same line with a line break after it is the same entry: not analysed again.
+    analysed = ner_detector.lines_analysed
+    ner_detector.detect("Call Maria Gonzalez at (415) 555-0134.\n")
+    assert ner_detector.lines_analysed == analysed
+    # Patterns still read prompt-word lines.
+    assert [f.entity for f in ner_detector.detect("Read the answer at 10.1.2.3\n")] == [
+        "IP_ADDRESS"
+    ]
