@@ -199,3 +199,57 @@ async def test_the_leak_check_fails_a_run_without_privacy(prices: PriceTable) ->
     with pytest.raises(AssertionError, match="the remote received planted values"):
         await build_protocol("remote_only", local_engine(), remote, prices).run(plain)
     assert set(remote.leaks) == set(PLANTED)
+
+
+class CharCountingRemote(ScriptedEngine):
+    """A remote whose tokenizer takes about three characters a token, as BPE vocabularies do for
+    names: a placeholder (``<PERSON_1>``) takes more tokens than a short name it replaces."""
+
+    @staticmethod
+    def words(text: str) -> int:
+        return -(-len(text) // 3)
+
+
+async def test_placeholders_longer_than_their_values_stay_within_the_budget_after_one_call(
+    prices: PriceTable, pattern_detector: Detector
+) -> None:
+    # The budget is counted on the texts as the protocol writes them, before pseudonymization;
+    # the remote reports the tokens of what it got. The first call shows the difference, and
+    # every later count is scaled by it (CostGuard.count_scale).
+    people = [
+        f"Name: {first} {last}" for first in ("Bo", "Al", "Jo", "Ed") for last in ("Li", "Wu", "Ng")
+    ]
+    pages = [f"Visit log {i}. " + ". ".join(people) + ". The code is 4817." for i in range(100)]
+    remote = CharCountingRemote(
+        [(r"The colleague replied", json.dumps({"decision": "request_more", "message": "More?"}))],
+        default="x",
+        model="gpt-4o",
+        context_window=100_000,
+    )
+    local = ScriptedEngine(default=". ".join(people), model="local", context_window=100_000)
+    task = Task(
+        question="Who visited?",
+        documents=(Document(name="log.txt", pages=tuple(pages)),),
+        options=Options(
+            privacy="pseudonymize", max_remote_fraction=0.35, max_rounds=3, local_max_tokens=2048
+        ),
+    )
+    protocol = build_protocol(
+        "minion", local, remote, prices, privacy_config=PrivacyConfig(ner_model="none")
+    )
+    result = await protocol.run(task)
+
+    guard = result.cost_guard
+    assert guard.count_scale > 1, guard  # the placeholders did take more tokens
+    calls = result.usage.remote_calls
+    assert len(calls) >= 2
+    first_counted = calls[0].usage.prompt_tokens / guard.count_scale
+    assert (
+        guard.spent_prompt_tokens
+        <= guard.budget_prompt_tokens + (calls[0].usage.prompt_tokens - first_counted) + 1
+    )
+    spent = calls[0].usage.prompt_tokens
+    for call in calls[1:]:  # admitted at the scale the first call showed
+        spent += call.usage.prompt_tokens
+        assert spent <= guard.budget_prompt_tokens, guard
+    assert any("privacy placeholders" in warning for warning in result.warnings)
