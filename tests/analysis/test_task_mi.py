@@ -100,7 +100,8 @@ async def test_unchunked_minion_scores_its_reply_against_the_whole_documents() -
     assert result.stats.chunks == 0
     inputs = task_mi_inputs(result, task, local.count_tokens, MILimits())
     assert inputs.contexts == [task.documents[0].text]
-    assert [(c.text, c.query) for c in inputs.compressions] == [("1111.", "What is the value?")]
+    # Minion asked the local model the user's question itself (the remote did not open).
+    assert [(c.text, c.query) for c in inputs.compressions] == [("1111.", task.question)]
     with pytest.raises(MISkipped, match="fewer than 2 contexts"):
         await score_task_mi(EngineScorer(local), inputs, [], MILimits())
     # References: one duplicate of the task's own context and one blank are left out; capped.
