@@ -71,6 +71,7 @@ def test_worst_case_is_the_protocols_bound_times_a_full_call() -> None:
     assert worst_case_usd("minions", options, remote, PRICES, stand_in=False) == (
         pytest.approx(one_call * calls)
     )
+
     # With the task's baseline counted, remote_only sends exactly it, and minions at most
     # max_remote_fraction (0.5) of it over all calls: replies are what is left to reserve.
     def with_baseline(protocol: str, tokens: int) -> float:
