@@ -154,7 +154,7 @@ def learn_pole(
         * params.mimo_pole_init_scale
         * complex(math.cos(params.mimo_pole_init_turn), math.sin(params.mimo_pole_init_turn))
     )
-    on = {"dtype": DTYPE, "device": gen.device}
+    on: dict[str, Any] = {"dtype": DTYPE, "device": gen.device}
     nu = torch.tensor(math.log(math.expm1(-math.log(abs(start)))), **on, requires_grad=True)
     theta = torch.tensor(math.atan2(start.imag, start.real), **on, requires_grad=True)
     b = (0.3 * torch.randn(n, params.mimo_inputs, generator=gen, **on)).requires_grad_(True)
