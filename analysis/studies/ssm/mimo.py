@@ -167,7 +167,7 @@ def learn_pole(
         loss = population_loss(h_teacher, transfer_matrix(c, g, b))
         loss0 = float(loss.detach()) if loss0 is None else loss0
         opt.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
     with torch.no_grad():
         final = complex(pole(nu, theta))
