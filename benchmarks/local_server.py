@@ -27,6 +27,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from doc_sections import write_section
+
 from engines.base import Engine, EngineSpec, GenerationRequest, GenerationResult
 from engines.bundled_model import BUNDLED_MODEL
 from engines.factory import create_engine
@@ -38,8 +40,6 @@ from protocols.task import Options, Task
 
 logger = logging.getLogger("benchmarks.local_server")
 REPO = Path(__file__).resolve().parents[1]
-SECTION_START = "<!-- local_server:start -->"
-SECTION_END = "<!-- local_server:end -->"
 TASKS = (
     "Find the access code for the north warehouse.",
     "Who reviewed the maintenance backlog?",
@@ -161,7 +161,6 @@ async def with_vllm(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
-        SECTION_START,
         "## Local server vs in-process engine (`benchmarks/local_server.py`)",
         "",
         f"{report['date']}, {report['device']}; MinionS, one round, {report['pages']}-page "
@@ -182,19 +181,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"{row['dropped_all_runs']} | {row['local_tokens_per_s']} | "
             f"{row['completion_tokens_per_s']} | {row['local_queue_wait_s']} |"
         )
-    lines.append(SECTION_END)
     return "\n".join(lines)
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path`` (between its markers), or append it."""
-    text = path.read_text()
-    start, end = text.find(SECTION_START), text.find(SECTION_END)
-    if start >= 0 and end > start:
-        text = text[:start] + section + text[end + len(SECTION_END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -243,5 +230,5 @@ if __name__ == "__main__":  # vLLM spawns worker processes: the guard is require
     section = markdown(result)
     sys.stdout.write(json.dumps(result, indent=2) + "\n\n" + section + "\n")
     if arguments.write:
-        write_section(arguments.write, section)
+        write_section(arguments.write, "local_server", section)
         logger.info("wrote %s", arguments.write)

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from doc_sections import write_section
+
 from engines.base import Engine, GenerationRequest, GenerationResult
 from engines.usage import Usage
 from protocols import RemoteOnly, Task, build_protocol
@@ -44,8 +46,6 @@ from service.settings import Settings
 
 logger = logging.getLogger("benchmarks.minions_fanout")
 
-SECTION_START = "<!-- minions_fanout:start -->"
-SECTION_END = "<!-- minions_fanout:end -->"
 TASKS = (
     "Find the access code for the north warehouse.",
     "List any dates mentioned.",
@@ -207,7 +207,6 @@ async def remote_tokens(engines: EngineSet, args: argparse.Namespace) -> dict[st
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
-        SECTION_START,
         "## MinionS fan-out (`benchmarks/minions_fanout.py`)",
         "",
         f"Device: {report['device']}; local model `{report['local_model']}`; remote "
@@ -248,19 +247,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {name} | {row['remote_prompt_tokens']} | {row['fraction_of_remote_only']} | "
                 f"{target} | {row['correct']} |"
             )
-    lines.append(SECTION_END)
     return "\n".join(lines)
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION_START in text and SECTION_END in text:
-        before = text[: text.index(SECTION_START)]
-        after = text[text.index(SECTION_END) + len(SECTION_END) :]
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -310,5 +297,5 @@ if __name__ == "__main__":  # vLLM spawns worker processes: the guard is require
     section = markdown(result)
     sys.stdout.write(json.dumps(result, indent=2) + "\n\n" + section + "\n")
     if arguments.write:
-        write_section(arguments.write, section)
+        write_section(arguments.write, "minions_fanout", section)
         logger.info("wrote %s", arguments.write)

@@ -44,6 +44,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from doc_sections import write_section
+
 from analysis.answer_scoring import score_answer
 from analysis.evaluate import DatasetRow, load_dataset, row_to_task
 from analysis.privacy_leaks import Planted, find_leaks
@@ -58,6 +60,8 @@ from service.engines import build_engine_set
 from service.settings import Settings
 
 logger = logging.getLogger("benchmarks.privacy_leak")
+# The heading the first --write puts above both sections.
+HEADING = "## Privacy mode: leak rate, accuracy, latency"
 
 MODES: tuple[PrivacyMode, ...] = ("off", "pseudonymize")
 
@@ -296,20 +300,6 @@ def _cpus() -> int:
     return os.cpu_count() or 0
 
 
-def write_section(path: Path, body: str, name: str = "privacy_leak") -> None:
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{start}\n{body}\n{end}"
-    if start in text:
-        before, rest = text.split(start, 1)
-        text = before + section + rest.split(end, 1)[1]
-    else:
-        text = (
-            text.rstrip() + "\n\n## Privacy mode: leak rate, accuracy, latency\n\n" + section + "\n"
-        )
-    path.write_text(text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=6)
@@ -327,7 +317,7 @@ def main() -> int:
         body = detector_only(rows, directory)
         sys.stdout.write(body + "\n")
         if args.write:
-            write_section(args.write, body, "privacy_leak_detector")
+            write_section(args.write, "privacy_leak_detector", body, heading=HEADING)
         return 0
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     tallies, plain, info = asyncio.run(run_all(rows, directory, protocols, Settings()))
@@ -336,7 +326,7 @@ def main() -> int:
     sys.stdout.write(body + "\n")
     sys.stdout.write(json.dumps({"costs": costs}) + "\n")
     if args.write:
-        write_section(args.write, body)
+        write_section(args.write, "privacy_leak", body, heading=HEADING)
     return 0
 
 

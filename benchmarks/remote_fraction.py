@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from doc_sections import write_section
+
 from protocols import Task, build_protocol
 from protocols.real_text import python_reference
 from protocols.synthetic import make_document
@@ -35,8 +37,6 @@ from service.settings import Settings
 
 logger = logging.getLogger("benchmarks.remote_fraction")
 
-SECTION_START = "<!-- remote_fraction:start -->"
-SECTION_END = "<!-- remote_fraction:end -->"
 TARGETS = {"minions": 0.3, "minion": 0.1}
 
 
@@ -117,7 +117,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     stand_in = " (the local model standing in)" if report["remote_stand_in"] else ""
     lines = [
-        SECTION_START,
         "## Remote fraction with default options (`benchmarks/remote_fraction.py`)",
         "",
         f"{report['date']}, {report['device']}; local `{report['local_model']}`, remote "
@@ -141,21 +140,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"{met} | {first['rounds']}, {', '.join(first['fallbacks']) or 'none'} | "
             f"{first['correct']} |"
         )
-    lines.append(SECTION_END)
     return "\n".join(lines)
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text()
-    if SECTION_START in text and SECTION_END in text:
-        before = text[: text.index(SECTION_START)]
-        after = text[text.index(SECTION_END) + len(SECTION_END) :]
-        text = before + section + after
-    else:  # next to the tuned numbers of the fan-out benchmark
-        anchor = "<!-- minions_fanout:end -->"
-        at = text.index(anchor) + len(anchor) if anchor in text else len(text)
-        text = text[:at] + "\n\n" + section + text[at:]
-    path.write_text(text)
 
 
 def parse_args() -> argparse.Namespace:
@@ -173,4 +158,4 @@ if __name__ == "__main__":
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     if arguments.write:
-        write_section(arguments.write, markdown(result))
+        write_section(arguments.write, "remote_fraction", markdown(result), after="minions_fanout")
