@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from redis.exceptions import ResponseError
@@ -128,7 +129,7 @@ class InProcessRunner:
         self._held: dict[str, str] = {}  # task id -> stream entry id
         self._tokens: dict[str, str] = {}  # task id -> fencing token of this runner's run
         self._reasons: dict[str, str] = {}
-        self._cancelling: set[asyncio.Task[bool]] = set()
+        self._cancelling: set[asyncio.Task[object]] = set()
         self._stopping = False
 
     @property
@@ -218,19 +219,13 @@ class InProcessRunner:
         task_ids = [t for t in self._held if t in self._tokens and t not in self._reasons]
         if not task_ids:
             return
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for task_id in task_ids:
-                pipe.hget(keys.task(task_id), "run_token")
-            current = await pipe.execute()
+        current = await self._task_field(task_ids, "run_token")
         for task_id, token in zip(task_ids, current, strict=True):
             if token != self._tokens.get(task_id) and task_id in self._jobs:
                 logger.warning("task %s: another runner took it over; this run stops", task_id)
                 self._reasons[task_id] = "superseded"
                 self._held.pop(task_id, None)  # never renewed (claimed back) again
-                job = self._jobs[task_id]
-                stopping = asyncio.create_task(cancel_until_done(job))
-                self._cancelling.add(stopping)  # type: ignore[arg-type]
-                stopping.add_done_callback(self._cancelling.discard)
+                self._in_background(cancel_until_done(self._jobs[task_id]))
 
     async def _cancel_requested_elsewhere(self) -> None:
         """A ``DELETE`` served by another gateway process can only flag the task: the runner
@@ -238,16 +233,26 @@ class InProcessRunner:
         task_ids = [task_id for task_id in self._jobs if task_id not in self._reasons]
         if not task_ids:
             return
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for task_id in task_ids:
-                pipe.hget(keys.task(task_id), "cancel_requested")
-            flags = await pipe.execute()
+        flags = await self._task_field(task_ids, "cancel_requested")
         for task_id, flag in zip(task_ids, flags, strict=True):
             if flag == "1" and task_id in self._jobs and task_id not in self._reasons:
                 logger.info("task %s: cancel requested through another gateway", task_id)
-                cancelling = asyncio.create_task(self.cancel(task_id))
-                self._cancelling.add(cancelling)
-                cancelling.add_done_callback(self._cancelling.discard)
+                self._in_background(self.cancel(task_id))
+
+    async def _task_field(self, task_ids: list[str], name: str) -> list[str | None]:
+        """One field of each task's record, in one round trip."""
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hget(keys.task(task_id), name)
+            values: list[str | None] = await pipe.execute()
+        return values
+
+    def _in_background(self, stopping: Coroutine[Any, Any, object]) -> None:
+        """Run a cancellation without waiting for it, holding it until it ends (the loop keeps
+        only weak references to tasks)."""
+        task = asyncio.create_task(stopping)
+        self._cancelling.add(task)
+        task.add_done_callback(self._cancelling.discard)
 
     # -- running one ------------------------------------------------------------------------
     async def _run(self, entry_id: str, task_id: str, deliveries: int) -> None:
