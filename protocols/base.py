@@ -123,7 +123,8 @@ class Protocol(ABC):
     ) -> int:
         """The most remote prompt tokens one run sends, all calls together: each call's prompt
         at most the remote's context window, and for a protocol under the remote budget at most
-        ``max_remote_fraction`` x the baseline (``task_baseline``; None when not counted)."""
+        ``max_remote_fraction`` x ``baseline_tokens`` (remote_only's prompt tokens, or an upper
+        bound of them; None when not counted)."""
         bound = cls.max_remote_calls(options) * context_window
         if cls.remote_budget and baseline_tokens is not None:
             bound = min(bound, math.floor(options.max_remote_fraction * baseline_tokens))
