@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 
-from engines.base import Engine, GenerationRequest
+from engines.base import Engine
 from engines.prices import PriceTable
 from engines.usage import Usage
 from protocols import Task, protocol_class
 from protocols.base import remote_only_prompt
 from protocols.task import Options
-from service.metering import prompt_token_bound
+from service.metering import TEMPLATE_TOKENS
 
 
 def worst_case_usd(
@@ -52,17 +52,20 @@ async def admission_baseline(
     stand_in: bool,
 ) -> int | None:
     """The task's baseline for its reservation, when it can lower it (a priced remote, not the
-    local stand-in, and a protocol that calls it): ``remote_only``'s prompt, bounded the way the
-    metering engine bounds each call (``prompt_token_bound``: no more than one token a
-    character), so that what the run's remote budget admits (a fraction of the baseline in the
-    remote's count) the task's cost cap admits too, whatever the provider's tokenizer. Off the
-    event loop: it reads every document."""
+    local stand-in, and a protocol that calls it): an upper bound of the prompt tokens of
+    ``remote_only``'s one call as the metering engine bounds that call (``prompt_token_bound``),
+    so that what the run's remote budget admits the task's cost cap admits too.
+
+    Its UTF-8 bytes, not a count: no tokenizer makes more tokens of a text than it has bytes (a
+    byte-level BPE token is at least one byte), the documents were already counted once at
+    submission, and counting up to ``max_document_tokens`` again would cost seconds of CPU per
+    submit. For ASCII text it is the metering engine's own bound (one token a character)."""
     if stand_in or not prices.has_price(remote.model):
         return None
     if protocol_class(protocol).max_remote_calls(options) == 0:
         return None
-    request = GenerationRequest.from_prompt(remote_only_prompt(task), max_tokens=1)
-    return await asyncio.to_thread(prompt_token_bound, remote, request)
+    prompt = await asyncio.to_thread(remote_only_prompt, task)
+    return min(len(prompt.encode("utf-8")) + TEMPLATE_TOKENS, remote.context_window)
 
 
 def reservation_usd(
